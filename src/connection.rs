@@ -1,0 +1,226 @@
+//! Connections to Redis. A copy has exactly two, whatever its concurrency:
+//! one multiplexed command connection that reconnects by itself, shared by
+//! every task, and one subscriber connection with its own reconnect loop
+//! (the classic subscriber of redis-rs does not reconnect, and the RESP3 one
+//! needs Redis 6).
+
+use crate::error::Error;
+use crate::settings::RedisSettings;
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, RedisResult};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// The command connection of a copy, and what it knows about its own health.
+#[derive(Clone)]
+pub struct Redis {
+    conn: ConnectionManager,
+    address: Arc<str>,
+    lost_since: Arc<Mutex<Option<Instant>>>,
+    reconnected: Arc<AtomicBool>,
+}
+
+impl Redis {
+    /// A handle on the shared connection, cheap to clone into a task.
+    pub fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// `host:port`, for messages.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Passes a reply through, logging once when the connection is lost and
+    /// once when it is back.
+    pub fn observe<T>(&self, result: RedisResult<T>) -> RedisResult<T> {
+        let mut lost = self.lost_since.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
+                if lost.is_none() {
+                    warn!(address = %self.address, error = %e, "lost the connection to Redis; reconnecting");
+                    *lost = Some(Instant::now());
+                }
+            }
+            Ok(_) => {
+                if let Some(since) = lost.take() {
+                    info!(address = %self.address, after_ms = since.elapsed().as_millis() as u64, "connection to Redis is back");
+                    self.reconnected.store(true, Ordering::Relaxed);
+                }
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// True once after the connection came back: a new server connection
+    /// has forgotten the client name.
+    pub fn take_reconnected(&self) -> bool {
+        self.reconnected.swap(false, Ordering::Relaxed)
+    }
+
+    /// Names the connection in `CLIENT LIST`.
+    pub async fn set_client_name(&self, name: &str) -> RedisResult<()> {
+        let mut conn = self.conn();
+        self.observe(
+            redis::cmd("CLIENT")
+                .arg("SETNAME")
+                .arg(name)
+                .query_async(&mut conn)
+                .await,
+        )
+    }
+}
+
+fn client(settings: &RedisSettings) -> Result<Client, Error> {
+    let info = settings.connection_info()?;
+    Client::open(info).map_err(|e| Error::from_redis(&settings.address(), &e))
+}
+
+/// Connects once; fails within `timeout` when Redis cannot be reached.
+pub async fn connect(
+    settings: &RedisSettings,
+    client_name: &str,
+    timeout: Duration,
+) -> Result<Redis, Error> {
+    let address = settings.address();
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500));
+    let manager = ConnectionManager::new_with_config(client(settings)?, config)
+        .await
+        .map_err(|e| Error::from_redis(&address, &e))?;
+    let redis = Redis {
+        conn: manager,
+        address: address.into(),
+        lost_since: Arc::default(),
+        reconnected: Arc::default(),
+    };
+    redis
+        .set_client_name(client_name)
+        .await
+        .map_err(|e| Error::from_redis(&redis.address, &e))?;
+    Ok(redis)
+}
+
+/// Connects, retrying with capped backoff while Redis is unreachable (copies
+/// often start before Redis does) and saying so every few seconds. A refused
+/// login is not retried: it will not fix itself. `None` on shutdown.
+pub async fn connect_retrying(
+    settings: &RedisSettings,
+    client_name: &str,
+    timeout: Duration,
+    shutdown: &CancellationToken,
+) -> Result<Option<Redis>, Error> {
+    let started = Instant::now();
+    let mut last_said: Option<Instant> = None;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match connect(settings, client_name, timeout).await {
+            Ok(redis) => {
+                if last_said.is_some() {
+                    info!(address = %redis.address(), after_ms = started.elapsed().as_millis() as u64, "Redis is reachable");
+                }
+                return Ok(Some(redis));
+            }
+            Err(e @ (Error::Auth { .. } | Error::Settings(_))) => return Err(e),
+            Err(e) => {
+                if last_said.is_none_or(|t| t.elapsed() >= Duration::from_secs(3)) {
+                    warn!("{e}; retrying");
+                    last_said = Some(Instant::now());
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(jitter(backoff)) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// `base` less up to a fifth of it, so that copies do not retry in step.
+pub fn jitter(base: Duration) -> Duration {
+    let fifth = base.as_millis() as u64 / 5;
+    base - Duration::from_millis(rand::random_range(0..=fifth))
+}
+
+/// What the subscriber hears, for the tasks that wait on it. A `Notify`
+/// keeps one wake-up for a task that is busy when it arrives.
+#[derive(Debug, Default)]
+pub struct Signals {
+    /// A message waits in a queue that was empty, or a poll is due.
+    pub wake: Notify,
+    /// The lease was released, or its state is unknown: look at it now.
+    pub lease_free: Notify,
+}
+
+/// Keeps one subscriber connection on `wake` and `lease` channels until
+/// shutdown, reconnecting with backoff, and forwards what it hears.
+pub async fn subscribe(
+    settings: RedisSettings,
+    wake_channel: String,
+    lease_channel: String,
+    signals: Arc<Signals>,
+    shutdown: CancellationToken,
+) {
+    let address = settings.address();
+    let mut backoff = Duration::from_millis(100);
+    let mut lost_since: Option<Instant> = None;
+    while !shutdown.is_cancelled() {
+        let attempt = async {
+            let mut pubsub = client(&settings)
+                .map_err(|e| e.to_string())?
+                .get_async_pubsub()
+                .await
+                .map_err(|e| e.to_string())?;
+            pubsub.subscribe(&wake_channel).await.map_err(|e| e.to_string())?;
+            pubsub.subscribe(&lease_channel).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(pubsub)
+        };
+        let mut pubsub = match attempt.await {
+            Ok(pubsub) => pubsub,
+            Err(e) => {
+                if lost_since.is_none() {
+                    warn!(%address, error = %e, "subscriber cannot connect; retrying");
+                    lost_since = Some(Instant::now());
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(jitter(backoff)) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        if let Some(since) = lost_since.take() {
+            info!(%address, after_ms = since.elapsed().as_millis() as u64, "subscriber is back");
+        }
+        backoff = Duration::from_millis(100);
+        // Anything published while we were away was missed: look now.
+        signals.wake.notify_one();
+        signals.lease_free.notify_one();
+        let mut stream = pubsub.on_message();
+        loop {
+            let msg = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                msg = stream.next() => msg,
+            };
+            let Some(msg) = msg else { break };
+            if msg.get_channel_name() == lease_channel {
+                signals.lease_free.notify_one();
+            } else {
+                signals.wake.notify_one();
+            }
+        }
+        warn!(%address, "subscriber connection lost; reconnecting");
+        lost_since = Some(Instant::now());
+    }
+}

@@ -1,0 +1,161 @@
+//! The generator lease: who may generate, and the epoch that fences them.
+//!
+//! The lease is one key holding `"<epoch>:<copy id>"` with an expiry. A copy
+//! that takes it gets a new epoch from a counter in the same script. The
+//! holder renews it every third of its length; its own idea of how long it
+//! still holds it runs on a monotonic clock started *before* each renewal was
+//! sent, so it always believes less than Redis does. Every enqueue checks
+//! holder and epoch inside Redis as well, so even a holder that is wrong about
+//! time (paused, cut off) cannot add a message.
+//!
+//! Copies that do not hold it sleep until its expiry (plus a little jitter)
+//! rather than polling, and wake at once when the holder releases it.
+
+use crate::connection::jitter;
+use crate::node::{Node, Role};
+use crate::scripts::{self, Acquired};
+use crate::generator;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// A lease this copy holds, as far as it knows.
+#[derive(Debug)]
+pub struct HeldLease {
+    pub epoch: u64,
+    /// `"<epoch>:<copy id>"`, the value that fences every write.
+    pub holder: String,
+    valid_until: Mutex<Instant>,
+}
+
+impl HeldLease {
+    fn new(epoch: u64, holder: String, valid_until: Instant) -> Self {
+        Self {
+            epoch,
+            holder,
+            valid_until: Mutex::new(valid_until),
+        }
+    }
+
+    /// True while the lease certainly has not expired in Redis.
+    pub fn is_valid(&self) -> bool {
+        Instant::now() < *self.valid_until.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn extend(&self, until: Instant) {
+        *self.valid_until.lock().unwrap_or_else(|p| p.into_inner()) = until;
+    }
+}
+
+/// How long after `sent` a lease of `length` certainly still holds: a tenth
+/// is kept back for clock rates that differ between this host and Redis.
+fn valid_until(sent: Instant, length: Duration) -> Instant {
+    sent + length - length / 10
+}
+
+/// Competes for the lease until shutdown; while it holds it, generates.
+pub async fn campaign(node: Arc<Node>, shutdown: CancellationToken) {
+    let length = node.settings.lease;
+    let lease_ms = length.as_millis() as u64;
+    let mut backoff = Duration::from_millis(50);
+    while !shutdown.is_cancelled() {
+        let id = node.id();
+        let sent = Instant::now();
+        let wait = match scripts::acquire_lease(&node.redis, &node.keys, &id, lease_ms).await {
+            Ok(Acquired::Taken { epoch, last }) => {
+                backoff = Duration::from_millis(50);
+                match &last {
+                    Some(last) => info!(epoch, previous_epoch = last.epoch, previous = %crate::escape::for_terminal(&last.producer), "became the generator"),
+                    None => info!(epoch, "became the generator"),
+                }
+                let lease = Arc::new(HeldLease::new(
+                    epoch,
+                    scripts::holder_value(epoch, &id),
+                    valid_until(sent, length),
+                ));
+                node.set_role(Role::Generator);
+                lead(&node, &lease, last, &shutdown).await;
+                node.set_role(Role::Processor);
+                continue;
+            }
+            Ok(Acquired::Held { ms_left, .. }) if ms_left >= 0 => {
+                // Wake just after it expires; the jitter spreads the copies out.
+                Duration::from_millis(ms_left as u64)
+                    + Duration::from_millis(rand::random_range(1..=20))
+            }
+            Ok(Acquired::Held { .. }) => {
+                // Gone between GET and PTTL, or set without expiry by hand.
+                Duration::from_millis(rand::random_range(10..=50))
+            }
+            Err(_) => {
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                jitter(backoff)
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = node.signals.lease_free.notified() => {}
+        }
+    }
+}
+
+/// Holds the lease and generates until the lease is lost or shutdown; on
+/// shutdown releases it so that another copy takes over at once.
+async fn lead(
+    node: &Arc<Node>,
+    lease: &Arc<HeldLease>,
+    last: Option<scripts::LastEnqueue>,
+    shutdown: &CancellationToken,
+) {
+    let lost = shutdown.child_token();
+    let renewing = tokio::spawn(renew(node.clone(), lease.clone(), lost.clone()));
+    generator::run(node, lease, last, &lost).await;
+    lost.cancel();
+    let _ = renewing.await;
+    if shutdown.is_cancelled() {
+        match scripts::release_lease(&node.redis, &node.keys, &lease.holder).await {
+            Ok(true) => info!(epoch = lease.epoch, "released the lease; another copy takes over"),
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "could not release the lease; it expires by itself"),
+        }
+    }
+}
+
+/// Renews every third of the lease until `lost`; cancels `lost` when a
+/// renewal is refused or the lease lapses for want of one.
+async fn renew(node: Arc<Node>, lease: Arc<HeldLease>, lost: CancellationToken) {
+    let length = node.settings.lease;
+    let period = length / 3;
+    let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = lost.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let sent = Instant::now();
+        let renewal = tokio::time::timeout(
+            period,
+            scripts::renew_lease(&node.redis, &node.keys, &lease.holder, length.as_millis() as u64),
+        )
+        .await;
+        match renewal {
+            Ok(Ok(true)) => lease.extend(valid_until(sent, length)),
+            Ok(Ok(false)) => {
+                warn!(epoch = lease.epoch, "lost the lease: another copy holds it now");
+                lost.cancel();
+                return;
+            }
+            Ok(Err(_)) | Err(_) => {
+                if !lease.is_valid() {
+                    warn!(epoch = lease.epoch, "lost the lease: it could not be renewed in time");
+                    lost.cancel();
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! A copy's membership of the cluster: its registration, its heartbeat, and
+//! what the heartbeat's reply sets off (the janitor's turn, a poll of the queue).
+//!
+//! A copy is alive while its heartbeat key exists. One whose key expired
+//! (paused, cut off) may already have had its messages taken back, so it never
+//! resumes under the old id: it registers again under a new one.
+
+use crate::node::{client_name, new_copy_id, Node};
+use crate::{janitor, scripts};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// How often a copy beats.
+pub const BEAT: Duration = Duration::from_secs(1);
+/// How long a heartbeat lives: three beats.
+pub const HEARTBEAT_TTL: Duration = Duration::from_secs(3);
+/// How often the janitor runs, in one copy of the cluster.
+pub const JANITOR_PERIOD: Duration = Duration::from_secs(1);
+
+/// The description `status` shows for this copy.
+fn description(node: &Node) -> String {
+    serde_json::json!({
+        "id": &*node.id(),
+        "name": node.settings.name,
+        "host": node.host,
+        "pid": node.pid,
+        "role": node.role().as_str(),
+        "concurrency": node.settings.concurrency,
+        "processed": node.processed(),
+        "started_at_ms": node.started_at_ms,
+        "beat_at_ms": crate::message::now_ms(),
+    })
+    .to_string()
+}
+
+async fn beat_once(node: &Node, register: bool) -> redis::RedisResult<scripts::Beat> {
+    scripts::heartbeat(
+        &node.redis,
+        &node.keys,
+        &node.id(),
+        HEARTBEAT_TTL.as_millis() as u64,
+        &description(node),
+        JANITOR_PERIOD.as_millis() as u64,
+        register,
+    )
+    .await
+}
+
+/// Registers the copy's current id, retrying until it succeeds; false on shutdown.
+pub async fn register(node: &Node, shutdown: &CancellationToken) -> bool {
+    loop {
+        match beat_once(node, true).await {
+            Ok(_) => return true,
+            Err(e) => debug!(error = %e, "registration failed; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+/// Beats every [`BEAT`] until `stop`.
+pub async fn beat(node: Arc<Node>, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(BEAT);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+            _ = node.beat_now.notified() => {}
+        }
+        if node.redis.take_reconnected() {
+            let _ = node
+                .redis
+                .set_client_name(&client_name(node.keys.namespace(), &node.id()))
+                .await;
+        }
+        match beat_once(&node, false).await {
+            Ok(beat) if !beat.alive => rejoin(&node).await,
+            Ok(beat) => {
+                if beat.janitor_turn {
+                    let node = node.clone();
+                    tokio::spawn(async move {
+                        janitor::pass(&node.redis, &node.keys, node.settings.max_deliveries).await
+                    });
+                }
+                if beat.queue_len > 0 {
+                    node.signals.wake.notify_one();
+                }
+            }
+            Err(e) => debug!(error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+/// Registers again under a new id after the old heartbeat expired.
+async fn rejoin(node: &Node) {
+    let old = node.id();
+    let new = new_copy_id(&node.settings.name);
+    node.set_id(new.clone());
+    match beat_once(node, true).await {
+        Ok(_) => {
+            warn!(old = %old, new = %new, "heartbeat had expired (paused or cut off); re-registered under a new id");
+            let _ = node
+                .redis
+                .set_client_name(&client_name(node.keys.namespace(), &new))
+                .await;
+        }
+        Err(e) => debug!(error = %e, "re-registration failed; the next beat retries"),
+    }
+    // Whatever was in hand under the old id is the janitor's now.
+    node.signals.wake.notify_one();
+}
+
+/// Leaves the cluster: ends the heartbeat and gives back whatever is still
+/// held, exactly as the janitor would for a dead copy.
+pub async fn deregister(node: &Node) {
+    let id = node.id();
+    let mut conn = node.redis.conn();
+    let deleted: redis::RedisResult<i64> = redis::cmd("DEL")
+        .arg(node.keys.heartbeat(&id))
+        .query_async(&mut conn)
+        .await;
+    if let Err(e) = deleted {
+        warn!(error = %e, "could not deregister; the janitor will once the heartbeat expires");
+        return;
+    }
+    match scripts::reclaim(&node.redis, &node.keys, &id, node.settings.max_deliveries).await {
+        Ok(Some(r)) if r.requeued + r.dead_lettered > 0 => {
+            info!(requeued = r.requeued, dead_lettered = r.dead_lettered, "gave back unfinished messages")
+        }
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "could not give back unfinished messages; the janitor will"),
+    }
+}
