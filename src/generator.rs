@@ -40,6 +40,8 @@ pub async fn run(
         }
         return;
     }
+    // Each text is made before its tick, so that the tick stamps and sends it.
+    let mut text = source.next_text();
     let first = first_tick(last.as_ref(), interval, now_ms());
     let mut ticker = tokio::time::interval_at(Instant::now() + first, interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -51,7 +53,8 @@ pub async fn run(
         if !lease.is_valid() {
             return;
         }
-        emit(node, lease, &producer, source.next_text(), stop).await;
+        emit(node, lease, &producer, std::mem::take(&mut text), stop).await;
+        text = source.next_text();
     }
 }
 

@@ -1,0 +1,306 @@
+//! The test harness: a real `redis-server` on a free port in a temporary
+//! directory, real `app` processes, and an audit of where every message is.
+//! Everything started here is killed when its handle drops.
+#![allow(dead_code)]
+
+use redis::Commands;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The redis-server binary: `$REDIS_SERVER`, else the one on the PATH.
+pub fn redis_server_binary() -> String {
+    std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".to_string())
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Polls `condition` every 10 ms until it holds; panics with `what` at the deadline.
+pub fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("timed out after {deadline:?} waiting for: {what}");
+}
+
+pub struct RedisServer {
+    pub port: u16,
+    child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let port = free_port();
+        let child = Command::new(redis_server_binary())
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--dir", dir.path().to_str().unwrap_or(".")])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server) or named by $REDIS_SERVER");
+        let server = Self { port, child, dir };
+        wait_until("redis-server to answer PING", Duration::from_secs(10), || {
+            redis::Client::open(server.url())
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                .is_ok()
+        });
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection())
+            .expect("a connection to the test Redis")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn app_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_app")
+}
+
+/// Runs `app` to completion with `args` against the server.
+pub fn run_app(server: &RedisServer, args: &[&str]) -> Output {
+    Command::new(app_binary())
+        .args(["-h", "127.0.0.1", "-p", &server.port.to_string()])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("app runs")
+}
+
+/// A running `app start`; killed with SIGKILL on drop.
+pub struct Copy {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Copy {
+    pub fn start(server: &RedisServer, name: &str, args: &[&str]) -> Self {
+        let log = server.dir.path().join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("a log file");
+        let child = Command::new(app_binary())
+            .args(["-h", "127.0.0.1", "-p", &server.port.to_string(), "start", "--name", name])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("app starts");
+        Self { child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} {}", self.pid());
+    }
+
+    pub fn kill9(&mut self) {
+        self.signal("KILL");
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit; its exit code.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<i32> {
+        let end = Instant::now() + deadline;
+        while Instant::now() < end {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("copy {} did not exit within {deadline:?}; log:\n{}", self.pid(), self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Copy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `status --json` as a JSON value.
+pub fn status(server: &RedisServer) -> Value {
+    let out = run_app(server, &["status", "--json"]);
+    assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+}
+
+/// The pid of the copy holding the lease, if any.
+pub fn leader_pid(server: &RedisServer) -> Option<u64> {
+    status(server)["leader"]["pid"].as_u64()
+}
+
+pub fn generated(server: &RedisServer) -> u64 {
+    server.conn().get::<_, Option<u64>>("{app}:seq").ok().flatten().unwrap_or(0)
+}
+
+/// One error record as `get-errors --json` prints it.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Record {
+    pub seq: u64,
+    pub epoch: u64,
+    pub producer: String,
+    pub text: String,
+    pub generated_at_ms: u64,
+    pub processor: String,
+    pub detected_at_ms: u64,
+    pub deliveries: u32,
+}
+
+/// Runs `get-errors --json` and parses every line.
+pub fn get_errors(server: &RedisServer) -> Vec<Record> {
+    let out = run_app(server, &["get-errors", "--json"]);
+    assert!(out.status.success(), "get-errors failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}")))
+        .collect()
+}
+
+/// One accepted message, wherever it is now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub seq: u64,
+    pub epoch: u64,
+    pub generated_at_ms: u64,
+}
+
+/// Every message still in a list (queue, processing, draining, dead) plus the
+/// error records, sorted by seq: the whole history of the run.
+pub fn timeline(server: &RedisServer, records: &[Record]) -> Vec<Stamp> {
+    let mut conn = server.conn();
+    let mut lists: Vec<String> = vec!["{app}:queue".into()];
+    let keys: Vec<String> = conn.keys("{app}:processing:*").unwrap_or_default();
+    lists.extend(keys);
+    let mut stamps: Vec<Stamp> = records
+        .iter()
+        .map(|r| Stamp { seq: r.seq, epoch: r.epoch, generated_at_ms: r.generated_at_ms })
+        .collect();
+    for list in &lists {
+        let items: Vec<String> = conn.lrange(list, 0, -1).unwrap_or_default();
+        for item in items {
+            let v: Value = serde_json::from_str(&item).unwrap_or(Value::Null);
+            if let (Some(seq), Some(epoch), Some(at)) =
+                (v["seq"].as_u64(), v["epoch"].as_u64(), v["generated_at_ms"].as_u64())
+            {
+                stamps.push(Stamp { seq, epoch, generated_at_ms: at });
+            }
+        }
+    }
+    stamps.sort_by_key(|s| s.seq);
+    stamps
+}
+
+/// Where each seq is, outside the errors list: the queue, processing lists,
+/// draining lists and dead-letter (by seq).
+pub fn seqs_outside_errors(server: &RedisServer) -> BTreeMap<u64, Vec<String>> {
+    let mut conn = server.conn();
+    let mut places: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    let mut lists: Vec<String> = vec!["{app}:queue".into()];
+    let keys: Vec<String> = conn.keys("{app}:processing:*").unwrap_or_default();
+    lists.extend(keys);
+    let keys: Vec<String> = conn.keys("{app}:draining:*").unwrap_or_default();
+    lists.extend(keys);
+    for list in &lists {
+        let items: Vec<String> = conn.lrange(list, 0, -1).unwrap_or_default();
+        for item in items {
+            let v: Value = serde_json::from_str(&item).unwrap_or(Value::Null);
+            if let Some(seq) = v["seq"].as_u64() {
+                places.entry(seq).or_default().push(list.clone());
+            }
+        }
+    }
+    let dead: Vec<String> = conn.lrange("{app}:dead", 0, -1).unwrap_or_default();
+    for record in dead {
+        let v: Value = serde_json::from_str(&record).unwrap_or(Value::Null);
+        let item: Value = v["item"].as_str().and_then(|s| serde_json::from_str(s).ok()).unwrap_or(Value::Null);
+        if let Some(seq) = item["seq"].as_u64() {
+            places.entry(seq).or_default().push("dead".into());
+        }
+    }
+    places
+}
+
+/// The audit of SPEC G4 with `--error-rate 1`: every seq 1..=generated is in
+/// exactly one place (an error record, or still queued/held/dead), none twice.
+/// Returns the records sorted by seq.
+pub fn audit_exactly_once(server: &RedisServer, records: &[Record]) -> Vec<Record> {
+    let total = generated(server);
+    assert!(total > 0, "nothing was generated");
+    let mut places = seqs_outside_errors(server);
+    for r in records {
+        places.entry(r.seq).or_default().push(format!("error record by {}", r.processor));
+    }
+    let missing: Vec<u64> = (1..=total).filter(|s| !places.contains_key(s)).collect();
+    let twice: Vec<(&u64, &Vec<String>)> = places.iter().filter(|(_, p)| p.len() > 1).collect();
+    let beyond: Vec<&u64> = places.keys().filter(|s| **s > total || **s == 0).collect();
+    assert!(missing.is_empty(), "missing seqs (of {total}): {missing:?}");
+    assert!(twice.is_empty(), "seqs in more than one place: {twice:?}");
+    assert!(beyond.is_empty(), "seqs never generated: {beyond:?}");
+    let processed: u64 = server.conn().get::<_, Option<u64>>("{app}:processed").ok().flatten().unwrap_or(0);
+    assert_eq!(processed as usize, records.len(), "processed counter vs error records (error rate 1)");
+    let mut sorted = records.to_vec();
+    sorted.sort_by_key(|r| r.seq);
+    sorted
+}
+
+/// Epochs listed by seq never decrease (SPEC G1).
+pub fn assert_epochs_never_step_back(records: &[Stamp]) {
+    for pair in records.windows(2) {
+        assert!(
+            pair[1].epoch >= pair[0].epoch,
+            "epoch stepped back: seq {} epoch {} then seq {} epoch {}",
+            pair[0].seq,
+            pair[0].epoch,
+            pair[1].seq,
+            pair[1].epoch
+        );
+    }
+}
+
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap_or_default()
+}
