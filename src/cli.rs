@@ -81,7 +81,7 @@ pub struct StartArgs {
     #[arg(long, value_name = "N")]
     pub interval_ms: Option<u64>,
     /// Probability that a processed message is an error, 0..1 [default: 0.05]
-    #[arg(long, value_name = "P")]
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
     pub error_rate: Option<f64>,
     /// Simulated processing time per message [default: 0]
     #[arg(long, value_name = "N")]

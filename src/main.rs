@@ -21,7 +21,14 @@ fn main() -> ExitCode {
     }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
-        Err(e) => e.exit(),
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // One line, as for every other bad option: clap's first line.
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("error: bad usage");
+            eprintln!("{first} (see --help)");
+            return ExitCode::from(2);
+        }
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)

@@ -47,8 +47,15 @@ impl RedisServer {
     }
 
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::launch(free_port(), extra)
+    }
+
+    pub fn start_on(port: u16) -> Self {
+        Self::launch(port, &[])
+    }
+
+    fn launch(port: u16, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let port = free_port();
         let child = Command::new(redis_server_binary())
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--dir", dir.path().to_str().unwrap_or(".")])
@@ -58,8 +65,13 @@ impl RedisServer {
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server) or named by $REDIS_SERVER");
         let server = Self { port, child, dir };
+        let auth = extra.windows(2).find(|w| w[0] == "--requirepass").map(|w| w[1].to_string());
+        let url = match &auth {
+            Some(pass) => format!("redis://:{pass}@127.0.0.1:{port}/"),
+            None => server.url(),
+        };
         wait_until("redis-server to answer PING", Duration::from_secs(10), || {
-            redis::Client::open(server.url())
+            redis::Client::open(url.as_str())
                 .and_then(|c| c.get_connection())
                 .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
                 .is_ok()
