@@ -42,7 +42,12 @@ pub struct RedisArgs {
     #[arg(long, short = 'p', env = "REDIS_PORT", global = true)]
     pub port: Option<u16>,
     /// Redis password
-    #[arg(long = "pass", env = "REDIS_PASS", global = true, hide_env_values = true)]
+    #[arg(
+        long = "pass",
+        env = "REDIS_PASS",
+        global = true,
+        hide_env_values = true
+    )]
     pub password: Option<String>,
     /// Redis database number [default: 0]
     #[arg(long, env = "REDIS_DB", global = true)]
@@ -188,13 +193,20 @@ mod tests {
         );
         let args = normalize_env_flag(strings(&["app", "--env=y", "start", "--name", "--env"]));
         assert_eq!(env_file(&args), Some(PathBuf::from("y")));
-        assert_eq!(args[4], "--env", "after the command --env is not ours to rewrite");
+        assert_eq!(
+            args[4], "--env",
+            "after the command --env is not ours to rewrite"
+        );
     }
 
     #[test]
     fn dash_h_is_the_host_and_get_errors_has_its_alias() {
-        let cli = Cli::try_parse_from(["app", "-h", "redis.local", "getErrors", "--limit", "3"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["app", "-h", "redis.local", "getErrors", "--limit", "3"]).unwrap();
         assert_eq!(cli.redis.host.as_deref(), Some("redis.local"));
-        assert!(matches!(cli.command, Command::GetErrors(GetErrorsArgs { limit: Some(3), .. })));
+        assert!(matches!(
+            cli.command,
+            Command::GetErrors(GetErrorsArgs { limit: Some(3), .. })
+        ));
     }
 }

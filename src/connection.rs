@@ -181,8 +181,14 @@ pub async fn subscribe(
                 .get_async_pubsub()
                 .await
                 .map_err(|e| e.to_string())?;
-            pubsub.subscribe(&wake_channel).await.map_err(|e| e.to_string())?;
-            pubsub.subscribe(&lease_channel).await.map_err(|e| e.to_string())?;
+            pubsub
+                .subscribe(&wake_channel)
+                .await
+                .map_err(|e| e.to_string())?;
+            pubsub
+                .subscribe(&lease_channel)
+                .await
+                .map_err(|e| e.to_string())?;
             Ok::<_, String>(pubsub)
         };
         let mut pubsub = match attempt.await {

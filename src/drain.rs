@@ -68,7 +68,9 @@ pub async fn run(
         .arg(keys.drain_lock(&run_id))
         .query_async(&mut conn)
         .await;
-    let returned = scripts::return_drain(redis, keys, &run_id).await.map_err(fail)?;
+    let returned = scripts::return_drain(redis, keys, &run_id)
+        .await
+        .map_err(fail)?;
     if let Err(e) = result {
         let returned = returned.unwrap_or(0);
         return Err(Error::Output(format!(
@@ -76,7 +78,12 @@ pub async fn run(
         )));
     }
     let remaining: u64 = redis
-        .observe(redis::cmd("LLEN").arg(keys.errors()).query_async(&mut conn).await)
+        .observe(
+            redis::cmd("LLEN")
+                .arg(keys.errors())
+                .query_async(&mut conn)
+                .await,
+        )
         .map_err(fail)?;
     Ok(Drained { taken, remaining })
 }
@@ -87,9 +94,9 @@ fn write_batch(batch: &[Vec<u8>], json: bool, out: &mut impl Write) -> std::io::
             (Ok(record), true) => json_for_terminal(record.encode()),
             (Ok(record), false) => human_line(&record),
             // Not a record: still printed, escaped, never dropped.
-            (Err(_), true) => {
-                json_for_terminal(serde_json::json!({ "raw": String::from_utf8_lossy(raw) }).to_string())
-            }
+            (Err(_), true) => json_for_terminal(
+                serde_json::json!({ "raw": String::from_utf8_lossy(raw) }).to_string(),
+            ),
             (Err(_), false) => format!("(not an error record) {}", bytes_for_terminal(raw)),
         };
         writeln!(out, "{line}")?;
@@ -158,9 +165,15 @@ mod tests {
             deliveries: 1,
         };
         let line = human_line(&record);
-        assert!(!line.chars().any(|c| c.is_control() || c == '\u{202e}'), "{line}");
+        assert!(
+            !line.chars().any(|c| c.is_control() || c == '\u{202e}'),
+            "{line}"
+        );
         let mut out = Vec::new();
         write_batch(&[b"\x1b[31mraw".to_vec()], false, &mut out).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), "(not an error record) \\x1b[31mraw\n");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "(not an error record) \\x1b[31mraw\n"
+        );
     }
 }

@@ -109,7 +109,10 @@ mod tests {
         let json = serde_json::to_string("a\u{202e}b\u{1b}").unwrap();
         let safe = json_for_terminal(json);
         assert_eq!(safe, "\"a\\u202eb\\u001b\"");
-        assert_eq!(serde_json::from_str::<String>(&safe).unwrap(), "a\u{202e}b\u{1b}");
+        assert_eq!(
+            serde_json::from_str::<String>(&safe).unwrap(),
+            "a\u{202e}b\u{1b}"
+        );
     }
 
     #[test]

@@ -64,11 +64,19 @@ pub fn first_tick(last: Option<&LastEnqueue>, interval: Duration, now_ms: u64) -
     let Some(last) = last else {
         return Duration::ZERO;
     };
-    let due = last.generated_at_ms.saturating_add(interval.as_millis() as u64);
+    let due = last
+        .generated_at_ms
+        .saturating_add(interval.as_millis() as u64);
     Duration::from_millis(due.saturating_sub(now_ms)).min(interval)
 }
 
-async fn emit(node: &Node, lease: &HeldLease, producer: &str, text: String, stop: &CancellationToken) {
+async fn emit(
+    node: &Node,
+    lease: &HeldLease,
+    producer: &str,
+    text: String,
+    stop: &CancellationToken,
+) {
     let generated_at_ms = now_ms();
     let message = NewMessage {
         epoch: lease.epoch,
@@ -81,13 +89,24 @@ async fn emit(node: &Node, lease: &HeldLease, producer: &str, text: String, stop
         epoch: lease.epoch,
         producer: producer.to_string(),
     };
-    match scripts::enqueue(&node.redis, &node.keys, &lease.holder, &message.encode_after_seq(), &last).await {
+    match scripts::enqueue(
+        &node.redis,
+        &node.keys,
+        &lease.holder,
+        &message.encode_after_seq(),
+        &last,
+    )
+    .await
+    {
         Ok(Some(seq)) if node.chatty() => {
             info!(seq, epoch = lease.epoch, text = %for_terminal(&text), "generated")
         }
         Ok(Some(seq)) => debug!(seq, epoch = lease.epoch, "generated"),
         Ok(None) => {
-            warn!(epoch = lease.epoch, "enqueue refused: the lease is no longer ours");
+            warn!(
+                epoch = lease.epoch,
+                "enqueue refused: the lease is no longer ours"
+            );
             stop.cancel();
         }
         Err(e) => debug!(error = %e, "enqueue failed; the tick is skipped"),
@@ -110,8 +129,14 @@ mod tests {
     fn the_first_tick_waits_only_for_the_rest_of_an_interval() {
         let interval = Duration::from_millis(500);
         assert_eq!(first_tick(None, interval, 10_000), Duration::ZERO);
-        assert_eq!(first_tick(Some(&last(9_000)), interval, 10_000), Duration::ZERO);
-        assert_eq!(first_tick(Some(&last(9_800)), interval, 10_000), Duration::from_millis(300));
+        assert_eq!(
+            first_tick(Some(&last(9_000)), interval, 10_000),
+            Duration::ZERO
+        );
+        assert_eq!(
+            first_tick(Some(&last(9_800)), interval, 10_000),
+            Duration::from_millis(300)
+        );
         // A clock far behind the last producer's never waits more than one interval.
         assert_eq!(first_tick(Some(&last(99_000)), interval, 10_000), interval);
     }

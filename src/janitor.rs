@@ -27,13 +27,21 @@ pub async fn pass(redis: &Redis, keys: &Keys, max_deliveries: u32) {
 }
 
 /// The `members` whose `key_of(member)` does not exist.
-async fn missing(redis: &Redis, members: Vec<String>, key_of: impl Fn(&str) -> String) -> RedisResult<Vec<String>> {
+async fn missing(
+    redis: &Redis,
+    members: Vec<String>,
+    key_of: impl Fn(&str) -> String,
+) -> RedisResult<Vec<String>> {
     if members.is_empty() {
         return Ok(Vec::new());
     }
     let keys: Vec<String> = members.iter().map(|m| key_of(m)).collect();
-    let values: Vec<Option<Vec<u8>>> =
-        redis.observe(redis::cmd("MGET").arg(&keys).query_async(&mut redis.conn()).await)?;
+    let values: Vec<Option<Vec<u8>>> = redis.observe(
+        redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut redis.conn())
+            .await,
+    )?;
     Ok(members
         .into_iter()
         .zip(values)

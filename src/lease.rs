@@ -12,9 +12,9 @@
 //! rather than polling, and wake at once when the holder releases it.
 
 use crate::connection::jitter;
+use crate::generator;
 use crate::node::{Node, Role};
 use crate::scripts::{self, Acquired};
-use crate::generator;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -67,7 +67,9 @@ pub async fn campaign(node: Arc<Node>, shutdown: CancellationToken) {
             Ok(Acquired::Taken { epoch, last }) => {
                 backoff = Duration::from_millis(50);
                 match &last {
-                    Some(last) => info!(epoch, previous_epoch = last.epoch, previous = %crate::escape::for_terminal(&last.producer), "became the generator"),
+                    Some(last) => {
+                        info!(epoch, previous_epoch = last.epoch, previous = %crate::escape::for_terminal(&last.producer), "became the generator")
+                    }
                     None => info!(epoch, "became the generator"),
                 }
                 let lease = Arc::new(HeldLease::new(
@@ -117,7 +119,10 @@ async fn lead(
     let _ = renewing.await;
     if shutdown.is_cancelled() {
         match scripts::release_lease(&node.redis, &node.keys, &lease.holder).await {
-            Ok(true) => info!(epoch = lease.epoch, "released the lease; another copy takes over"),
+            Ok(true) => info!(
+                epoch = lease.epoch,
+                "released the lease; another copy takes over"
+            ),
             Ok(false) => {}
             Err(e) => warn!(error = %e, "could not release the lease; it expires by itself"),
         }
@@ -139,19 +144,30 @@ async fn renew(node: Arc<Node>, lease: Arc<HeldLease>, lost: CancellationToken) 
         let sent = Instant::now();
         let renewal = tokio::time::timeout(
             period,
-            scripts::renew_lease(&node.redis, &node.keys, &lease.holder, length.as_millis() as u64),
+            scripts::renew_lease(
+                &node.redis,
+                &node.keys,
+                &lease.holder,
+                length.as_millis() as u64,
+            ),
         )
         .await;
         match renewal {
             Ok(Ok(true)) => lease.extend(valid_until(sent, length)),
             Ok(Ok(false)) => {
-                warn!(epoch = lease.epoch, "lost the lease: another copy holds it now");
+                warn!(
+                    epoch = lease.epoch,
+                    "lost the lease: another copy holds it now"
+                );
                 lost.cancel();
                 return;
             }
             Ok(Err(_)) | Err(_) => {
                 if !lease.is_valid() {
-                    warn!(epoch = lease.epoch, "lost the lease: it could not be renewed in time");
+                    warn!(
+                        epoch = lease.epoch,
+                        "lost the lease: it could not be renewed in time"
+                    );
                     lost.cancel();
                     return;
                 }

@@ -64,13 +64,33 @@ async fn dispatch(cli: Cli) -> Result<(), Error> {
             redis_ql::node::start(redis_settings, start).await
         }
         Command::GetErrors(args) => {
-            let redis = connection::connect(&redis_settings, &format!("{}:get-errors", keys.namespace()), FAIL_FAST).await?;
-            let drained = drain::run(&redis, &keys, args.limit, args.json, &mut std::io::stdout().lock()).await?;
-            eprintln!("took {} errors; {} remain", drained.taken, drained.remaining);
+            let redis = connection::connect(
+                &redis_settings,
+                &format!("{}:get-errors", keys.namespace()),
+                FAIL_FAST,
+            )
+            .await?;
+            let drained = drain::run(
+                &redis,
+                &keys,
+                args.limit,
+                args.json,
+                &mut std::io::stdout().lock(),
+            )
+            .await?;
+            eprintln!(
+                "took {} errors; {} remain",
+                drained.taken, drained.remaining
+            );
             Ok(())
         }
         Command::Status(args) => {
-            let redis = connection::connect(&redis_settings, &format!("{}:status", keys.namespace()), FAIL_FAST).await?;
+            let redis = connection::connect(
+                &redis_settings,
+                &format!("{}:status", keys.namespace()),
+                FAIL_FAST,
+            )
+            .await?;
             status::show(&redis, &keys, args.json, args.watch).await
         }
     }

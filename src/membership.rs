@@ -130,7 +130,11 @@ pub async fn deregister(node: &Node) {
     }
     match scripts::reclaim(&node.redis, &node.keys, &id, node.settings.max_deliveries).await {
         Ok(Some(r)) if r.requeued + r.dead_lettered > 0 => {
-            info!(requeued = r.requeued, dead_lettered = r.dead_lettered, "gave back unfinished messages")
+            info!(
+                requeued = r.requeued,
+                dead_lettered = r.dead_lettered,
+                "gave back unfinished messages"
+            )
         }
         Ok(_) => {}
         Err(e) => warn!(error = %e, "could not give back unfinished messages; the janitor will"),

@@ -126,12 +126,22 @@ mod tests {
         assert_eq!(message.epoch, 3);
         assert_eq!(message.text, new.text);
         assert_eq!(message.deliveries, 0);
-        assert_eq!(Message::decode(message.encode().as_bytes()).unwrap(), message);
+        assert_eq!(
+            Message::decode(message.encode().as_bytes()).unwrap(),
+            message
+        );
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for item in [&b"not json"[..], b"", b"{}", b"[1,2]", b"{\"seq\":-1}", &[0xff, 0xfe]] {
+        for item in [
+            &b"not json"[..],
+            b"",
+            b"{}",
+            b"[1,2]",
+            b"{\"seq\":-1}",
+            &[0xff, 0xfe],
+        ] {
             assert!(Message::decode(item).is_err());
         }
     }
@@ -148,6 +158,9 @@ mod tests {
         };
         let record = ErrorRecord::new(&message, "c", 9);
         assert_eq!(record.deliveries, 3);
-        assert_eq!(ErrorRecord::decode(record.encode().as_bytes()).unwrap(), record);
+        assert_eq!(
+            ErrorRecord::decode(record.encode().as_bytes()).unwrap(),
+            record
+        );
     }
 }

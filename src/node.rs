@@ -124,7 +124,8 @@ pub fn new_copy_id(name: &str) -> String {
 /// Cancels `shutdown` on the first SIGTERM/SIGINT; exits at once on the second.
 fn watch_signals(shutdown: CancellationToken) {
     tokio::spawn(async move {
-        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         else {
             return;
         };

@@ -99,7 +99,10 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
         .await
         .is_err()
     {
-        warn!(unfinished = tasks.len(), "shutdown timeout: giving back the unfinished messages");
+        warn!(
+            unfinished = tasks.len(),
+            "shutdown timeout: giving back the unfinished messages"
+        );
     }
 }
 
@@ -143,7 +146,10 @@ async fn process(node: &Node, claimed_as: &str, item: Vec<u8>) {
                 return;
             }
             Ok(false) => {
-                warn!(seq, "ack refused: the message was given back to the queue while this copy held it");
+                warn!(
+                    seq,
+                    "ack refused: the message was given back to the queue while this copy held it"
+                );
                 return;
             }
             Err(e) => {
@@ -157,11 +163,15 @@ async fn process(node: &Node, claimed_as: &str, item: Vec<u8>) {
 
 fn log_result(node: &Node, message: &Result<Message, String>, outcome: Outcome<'_>) {
     match (message, outcome) {
-        (Err(reason), _) => warn!(reason = %for_terminal(reason), "dead-lettered a queue item that is not a message"),
+        (Err(reason), _) => {
+            warn!(reason = %for_terminal(reason), "dead-lettered a queue item that is not a message")
+        }
         (Ok(m), Outcome::Error(_)) if node.chatty() => {
             info!(seq = m.seq, text = %for_terminal(&m.text), "processed: error, stored")
         }
-        (Ok(m), _) if node.chatty() => info!(seq = m.seq, text = %for_terminal(&m.text), "processed"),
+        (Ok(m), _) if node.chatty() => {
+            info!(seq = m.seq, text = %for_terminal(&m.text), "processed")
+        }
         (Ok(m), _) => debug!(seq = m.seq, "processed"),
     }
 }

@@ -134,13 +134,19 @@ pub async fn acquire_lease(
     } else {
         Acquired::Held {
             ms_left: int(reply.get(1)),
-            holder: String::from_utf8_lossy(&reply.get(2).map(bytes).unwrap_or_default()).into_owned(),
+            holder: String::from_utf8_lossy(&reply.get(2).map(bytes).unwrap_or_default())
+                .into_owned(),
         }
     })
 }
 
 /// Extends the lease if `holder` still holds it; false when it does not.
-pub async fn renew_lease(redis: &Redis, keys: &Keys, holder: &str, lease_ms: u64) -> RedisResult<bool> {
+pub async fn renew_lease(
+    redis: &Redis,
+    keys: &Keys,
+    holder: &str,
+    lease_ms: u64,
+) -> RedisResult<bool> {
     redis.observe(
         RENEW_LEASE
             .key(keys.lease())

@@ -68,7 +68,9 @@ impl FileConfig {
                 .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
             let message = e.message().replace('\n', " ");
             match line {
-                Some(line) => SettingsError(format!("config file {origin}, line {line}: {message}")),
+                Some(line) => {
+                    SettingsError(format!("config file {origin}, line {line}: {message}"))
+                }
                 None => SettingsError(format!("config file {origin}: {message}")),
             }
         })
@@ -202,7 +204,10 @@ fn text_option(option: &str, value: String, max_len: usize) -> Result<String, Se
             &format!("must be 1 to {max_len} characters"),
         ));
     }
-    if value.chars().any(|c| c.is_whitespace() || c.is_control() || c == '{' || c == '}') {
+    if value
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '{' || c == '}')
+    {
         return Err(invalid(
             option,
             crate::escape::for_terminal(&value),
@@ -221,7 +226,11 @@ pub fn redis(
     let (u, d) = (&user.redis, &defaults.redis);
     let host = pick(cli.host.clone(), u.host.clone(), d.host.clone()).unwrap_or_default();
     if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid("host", crate::escape::for_terminal(&host), "must be a host name or address"));
+        return Err(invalid(
+            "host",
+            crate::escape::for_terminal(&host),
+            "must be a host name or address",
+        ));
     }
     let port = pick(cli.port, u.port, d.port).unwrap_or(6379);
     if port == 0 {
@@ -233,7 +242,12 @@ pub fn redis(
     }
     let namespace = text_option(
         "namespace",
-        pick(cli.namespace.clone(), u.namespace.clone(), d.namespace.clone()).unwrap_or_default(),
+        pick(
+            cli.namespace.clone(),
+            u.namespace.clone(),
+            d.namespace.clone(),
+        )
+        .unwrap_or_default(),
         64,
     )?;
     let settings = RedisSettings {
@@ -261,8 +275,12 @@ pub fn start(
     if !(1..=100_000).contains(&concurrency) {
         return Err(invalid("concurrency", concurrency, "must be 1 to 100000"));
     }
-    let generator = pick(cli.generator.clone(), u.generator.clone(), d.generator.clone())
-        .unwrap_or_default();
+    let generator = pick(
+        cli.generator.clone(),
+        u.generator.clone(),
+        d.generator.clone(),
+    )
+    .unwrap_or_default();
     if !generators::NAMES.contains(&generator.as_str()) {
         return Err(invalid(
             "generator",
@@ -286,13 +304,21 @@ pub fn start(
     // Renewal runs every third of the lease; below 150 ms a renewal round
     // trip would eat most of the margin.
     if !(150..=600_000).contains(&lease_ms) {
-        return Err(invalid("lease-ms", lease_ms, "must be 150 to 600000 (renewed every third of it)"));
+        return Err(invalid(
+            "lease-ms",
+            lease_ms,
+            "must be 150 to 600000 (renewed every third of it)",
+        ));
     }
     let role = match pick(cli.role.clone(), u.role.clone(), d.role.clone()).as_deref() {
         Some("auto") | None => RoleChoice::Auto,
         Some("processor") => RoleChoice::Processor,
         Some(other) => {
-            return Err(invalid("role", crate::escape::for_terminal(other), "valid: auto, processor"))
+            return Err(invalid(
+                "role",
+                crate::escape::for_terminal(other),
+                "valid: auto, processor",
+            ))
         }
     };
     let name = match pick(cli.name.clone(), u.name.clone(), d.name.clone()) {
@@ -301,12 +327,24 @@ pub fn start(
     };
     let max_deliveries = pick(cli.max_deliveries, u.max_deliveries, d.max_deliveries).unwrap_or(5);
     if !(1..=1000).contains(&max_deliveries) {
-        return Err(invalid("max-deliveries", max_deliveries, "must be 1 to 1000"));
+        return Err(invalid(
+            "max-deliveries",
+            max_deliveries,
+            "must be 1 to 1000",
+        ));
     }
-    let shutdown_timeout_ms =
-        pick(cli.shutdown_timeout_ms, u.shutdown_timeout_ms, d.shutdown_timeout_ms).unwrap_or(10_000);
+    let shutdown_timeout_ms = pick(
+        cli.shutdown_timeout_ms,
+        u.shutdown_timeout_ms,
+        d.shutdown_timeout_ms,
+    )
+    .unwrap_or(10_000);
     if shutdown_timeout_ms > 3_600_000 {
-        return Err(invalid("shutdown-timeout-ms", shutdown_timeout_ms, "must be 0 to 3600000"));
+        return Err(invalid(
+            "shutdown-timeout-ms",
+            shutdown_timeout_ms,
+            "must be 0 to 3600000",
+        ));
     }
     Ok(StartSettings {
         concurrency,
@@ -361,7 +399,8 @@ mod tests {
 
     #[test]
     fn an_unknown_key_is_named_with_its_line() {
-        let err = FileConfig::parse("[start]\nconcurrency = 2\ncolour = 1\n", "x.toml").unwrap_err();
+        let err =
+            FileConfig::parse("[start]\nconcurrency = 2\ncolour = 1\n", "x.toml").unwrap_err();
         assert!(err.0.contains("x.toml, line 3"), "{err}");
         assert!(err.0.contains("colour"), "{err}");
         assert!(!err.0.contains('\n'));

@@ -65,7 +65,18 @@ struct Description {
 pub async fn read(redis: &Redis, keys: &Keys) -> redis::RedisResult<Status> {
     let mut conn = redis.conn();
     #[allow(clippy::type_complexity)]
-    let (lease, lease_ms_left, registry, queue, errors, dead, generated, processed, errors_total, drains): (
+    let (
+        lease,
+        lease_ms_left,
+        registry,
+        queue,
+        errors,
+        dead,
+        generated,
+        processed,
+        errors_total,
+        drains,
+    ): (
         Option<String>,
         i64,
         HashMap<String, Vec<u8>>,
@@ -133,7 +144,11 @@ pub async fn read(redis: &Redis, keys: &Keys) -> redis::RedisResult<Status> {
             last_seen_ms_ago,
         });
     }
-    let draining: u64 = counts.iter().skip(2 * ids.len()).map(|n| (*n).max(0) as u64).sum();
+    let draining: u64 = counts
+        .iter()
+        .skip(2 * ids.len())
+        .map(|n| (*n).max(0) as u64)
+        .sum();
 
     let leader = lease.and_then(|value| {
         let (epoch, id) = value.split_once(':')?;
@@ -219,7 +234,11 @@ pub async fn show(redis: &Redis, keys: &Keys, json: bool, watch: bool) -> Result
         let status = read(redis, keys)
             .await
             .map_err(|e| Error::from_redis(redis.address(), &e))?;
-        let text = if json { status.to_json() + "\n" } else { status.to_table() };
+        let text = if json {
+            status.to_json() + "\n"
+        } else {
+            status.to_table()
+        };
         let frame = if watch {
             // Home, print, clear what is left of the previous frame.
             format!("\x1b[H{}\x1b[J", text.replace('\n', "\x1b[K\n"))

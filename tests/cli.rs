@@ -10,7 +10,15 @@ use std::time::{Duration, Instant};
 fn app(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> Output {
     let mut cmd = Command::new(app_binary());
     cmd.args(args).current_dir(dir);
-    for var in ["REDIS_HOST", "REDIS_PORT", "REDIS_PASS", "REDIS_DB", "REDIS_USER", "REDIS_URL", "APP_NAMESPACE"] {
+    for var in [
+        "REDIS_HOST",
+        "REDIS_PORT",
+        "REDIS_PASS",
+        "REDIS_DB",
+        "REDIS_USER",
+        "REDIS_URL",
+        "APP_NAMESPACE",
+    ] {
         cmd.env_remove(var);
     }
     cmd.envs(env.iter().copied());
@@ -42,27 +50,55 @@ fn settings_come_from_cli_then_env_then_file_then_defaults() {
     let port = server.port.to_string();
     let dead = closed_port();
     let file = dir.path().join("app.toml");
-    std::fs::write(&file, format!("[redis]\nhost = \"127.0.0.1\"\nport = {dead}\n")).expect("write");
+    std::fs::write(
+        &file,
+        format!("[redis]\nhost = \"127.0.0.1\"\nport = {dead}\n"),
+    )
+    .expect("write");
     let config = path_str(&file);
 
     // The file beats the default (6379 is not our server; the file's port is dead).
     let out = app(&["--config", config, "status", "--json"], &[], dir.path());
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains(&format!("127.0.0.1:{dead}")), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("127.0.0.1:{dead}")),
+        "{}",
+        stderr(&out)
+    );
     // The environment beats the file.
-    let out = app(&["--config", config, "status", "--json"], &[("REDIS_PORT", &port)], dir.path());
+    let out = app(
+        &["--config", config, "status", "--json"],
+        &[("REDIS_PORT", &port)],
+        dir.path(),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     // The command line beats the environment.
-    let out = app(&["--config", config, "-p", &dead, "status"], &[("REDIS_PORT", &port)], dir.path());
+    let out = app(
+        &["--config", config, "-p", &dead, "status"],
+        &[("REDIS_PORT", &port)],
+        dir.path(),
+    );
     assert_eq!(out.status.code(), Some(1));
-    let out = app(&["--config", config, "--port", &port, "status"], &[("REDIS_PORT", &dead)], dir.path());
+    let out = app(
+        &["--config", config, "--port", &port, "status"],
+        &[("REDIS_PORT", &dead)],
+        dir.path(),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     // A dotenv file is read before anything else, bare --env meaning .env.
-    std::fs::write(dir.path().join(".env"), format!("REDIS_PORT={port}\nREDIS_HOST=127.0.0.1\n")).expect("write");
+    std::fs::write(
+        dir.path().join(".env"),
+        format!("REDIS_PORT={port}\nREDIS_HOST=127.0.0.1\n"),
+    )
+    .expect("write");
     let out = app(&["--env", "status"], &[], dir.path());
     assert!(out.status.success(), "{}", stderr(&out));
     std::fs::write(dir.path().join("other.env"), format!("REDIS_PORT={port}\n")).expect("write");
-    let out = app(&["--env=other.env", "-h", "127.0.0.1", "status"], &[], dir.path());
+    let out = app(
+        &["--env=other.env", "-h", "127.0.0.1", "status"],
+        &[],
+        dir.path(),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let out = app(&["--env", "missing.env", "status"], &[], dir.path());
     one_line_usage_error(&out, &["missing.env"]);
@@ -72,13 +108,25 @@ fn settings_come_from_cli_then_env_then_file_then_defaults() {
 fn namespaces_never_see_each_other() {
     let server = RedisServer::start();
     let mut conn = server.conn();
-    let _: () = redis::cmd("LPUSH").arg("{other}:errors").arg("x").query(&mut conn).expect("push");
+    let _: () = redis::cmd("LPUSH")
+        .arg("{other}:errors")
+        .arg("x")
+        .query(&mut conn)
+        .expect("push");
     let port = server.port.to_string();
     let dir = tempfile::tempdir().expect("tempdir");
-    let out = app(&["-h", "127.0.0.1", "-p", &port, "status", "--json"], &[], dir.path());
+    let out = app(
+        &["-h", "127.0.0.1", "-p", &port, "status", "--json"],
+        &[],
+        dir.path(),
+    );
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(s["errors"], 0);
-    let out = app(&["-h", "127.0.0.1", "-p", &port, "status", "--json"], &[("APP_NAMESPACE", "other")], dir.path());
+    let out = app(
+        &["-h", "127.0.0.1", "-p", &port, "status", "--json"],
+        &[("APP_NAMESPACE", "other")],
+        dir.path(),
+    );
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(s["errors"], 1);
 }
@@ -92,11 +140,17 @@ fn every_bad_value_is_one_line_naming_the_option_and_exit_2() {
         (&["start", "--error-rate", "1.5"], &["--error-rate", "1.5"]),
         (&["start", "--error-rate", "-0.1"], &["--error-rate"]),
         (&["start", "--lease-ms", "10"], &["--lease-ms", "10"]),
-        (&["start", "--generator", "nope"], &["--generator", "lipsum, fake, uuid"]),
+        (
+            &["start", "--generator", "nope"],
+            &["--generator", "lipsum, fake, uuid"],
+        ),
         (&["start", "--role", "boss"], &["--role", "auto, processor"]),
         (&["start", "--max-deliveries", "0"], &["--max-deliveries"]),
         (&["start", "--name", "two words"], &["--name"]),
-        (&["start", "--interval-ms", "soon"], &["--interval-ms", "soon"]),
+        (
+            &["start", "--interval-ms", "soon"],
+            &["--interval-ms", "soon"],
+        ),
         (&["--port", "70000", "status"], &["--port", "70000"]),
         (&["--namespace", "a{b}", "status"], &["--namespace"]),
         (&["--url", "http://x", "status"], &["--url"]),
@@ -120,15 +174,33 @@ fn a_bad_config_file_names_the_key_or_the_line() {
         std::fs::write(&path, text).expect("write");
         path.to_string_lossy().into_owned()
     };
-    let unknown = write("unknown.toml", "[start]\nconcurrency = 2\ncolour = \"blue\"\n");
-    one_line_usage_error(&app(&["--config", &unknown, "status"], &[], d), &["unknown.toml", "line 3", "colour"]);
+    let unknown = write(
+        "unknown.toml",
+        "[start]\nconcurrency = 2\ncolour = \"blue\"\n",
+    );
+    one_line_usage_error(
+        &app(&["--config", &unknown, "status"], &[], d),
+        &["unknown.toml", "line 3", "colour"],
+    );
     let broken = write("broken.toml", "[redis\nport = 1\n");
-    one_line_usage_error(&app(&["--config", &broken, "status"], &[], d), &["broken.toml", "line 1"]);
+    one_line_usage_error(
+        &app(&["--config", &broken, "status"], &[], d),
+        &["broken.toml", "line 1"],
+    );
     let wrong_type = write("type.toml", "[redis]\nport = \"six\"\n");
-    one_line_usage_error(&app(&["--config", &wrong_type, "status"], &[], d), &["type.toml", "line 2"]);
+    one_line_usage_error(
+        &app(&["--config", &wrong_type, "status"], &[], d),
+        &["type.toml", "line 2"],
+    );
     let bad_value = write("value.toml", "[start]\nerror-rate = 7\n");
-    one_line_usage_error(&app(&["--config", &bad_value, "start"], &[], d), &["--error-rate", "7"]);
-    one_line_usage_error(&app(&["--config", "/nonexistent.toml", "status"], &[], d), &["/nonexistent.toml"]);
+    one_line_usage_error(
+        &app(&["--config", &bad_value, "start"], &[], d),
+        &["--error-rate", "7"],
+    );
+    one_line_usage_error(
+        &app(&["--config", "/nonexistent.toml", "status"], &[], d),
+        &["/nonexistent.toml"],
+    );
 }
 
 #[test]
@@ -137,14 +209,27 @@ fn help_version_and_dash_h_as_host() {
     let out = app(&["--help"], &[], dir.path());
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    assert!(help.contains("get-errors") && help.contains("--host"), "{help}");
+    assert!(
+        help.contains("get-errors") && help.contains("--host"),
+        "{help}"
+    );
     let out = app(&["start", "--help"], &[], dir.path());
     assert!(String::from_utf8_lossy(&out.stdout).contains("--max-deliveries"));
     let out = app(&["--version"], &[], dir.path());
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
     let server = RedisServer::start();
-    let out = app(&["-h", "127.0.0.1", "-p", &server.port.to_string(), "getErrors"], &[], dir.path());
+    let out = app(
+        &[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &server.port.to_string(),
+            "getErrors",
+        ],
+        &[],
+        dir.path(),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
@@ -155,11 +240,17 @@ fn an_unreachable_redis_fails_fast_with_host_and_port() {
     for command in ["status", "get-errors"] {
         let started = Instant::now();
         let out = app(&["-h", "127.0.0.1", "-p", &port, command], &[], dir.path());
-        assert!(started.elapsed() < Duration::from_secs(5), "{command} must fail fast");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{command} must fail fast"
+        );
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-        assert!(err.contains(&format!("127.0.0.1:{port}")) && err.contains("redis-server is running"), "{err}");
+        assert!(
+            err.contains(&format!("127.0.0.1:{port}")) && err.contains("redis-server is running"),
+            "{err}"
+        );
     }
 }
 
@@ -177,13 +268,35 @@ fn a_wrong_password_says_what_to_check() {
         let out = app(&args, &[], dir.path());
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{err}");
-        assert!(err.contains(&format!("127.0.0.1:{port}")) && err.contains("--pass"), "{err}");
-        assert!(!err.contains("wrong-one"), "the password is never echoed: {err}");
+        assert!(
+            err.contains(&format!("127.0.0.1:{port}")) && err.contains("--pass"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("wrong-one"),
+            "the password is never echoed: {err}"
+        );
     }
-    let out = app(&["-h", "127.0.0.1", "-p", &port, "status"], &[("REDIS_PASS", "right-one")], dir.path());
+    let out = app(
+        &["-h", "127.0.0.1", "-p", &port, "status"],
+        &[("REDIS_PASS", "right-one")],
+        dir.path(),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     // `start` does not retry a refused login forever.
-    let out = app(&["-h", "127.0.0.1", "-p", &port, "--pass", "wrong-one", "start"], &[], dir.path());
+    let out = app(
+        &[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "--pass",
+            "wrong-one",
+            "start",
+        ],
+        &[],
+        dir.path(),
+    );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
 }
 
@@ -193,15 +306,31 @@ fn start_waits_for_redis_that_comes_up_later() {
     let port = free_port();
     let log = dir.path().join("copy.log");
     let mut child = Command::new(app_binary())
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "start", "--error-rate", "1"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "start",
+            "--error-rate",
+            "1",
+        ])
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
         .expect("start");
-    wait_until("the copy to say it is waiting", Duration::from_secs(10), || {
-        std::fs::read_to_string(&log).unwrap_or_default().contains("retrying")
-    });
+    wait_until(
+        "the copy to say it is waiting",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("retrying")
+        },
+    );
     let server = redis_on(port);
-    wait_until("the first message", Duration::from_secs(15), || generated(&server) >= 1);
+    wait_until("the first message", Duration::from_secs(15), || {
+        generated(&server) >= 1
+    });
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -37,8 +37,9 @@ fn wait_leader(server: &RedisServer, not: Option<u64>) -> u64 {
 /// over meanwhile, and checks that each exits 0.
 fn stop_all(server: &RedisServer, copies: &mut [Copy]) {
     let leader = leader_pid(server);
-    let (mut first, mut last): (Vec<&mut Copy>, Vec<&mut Copy>) =
-        copies.iter_mut().partition(|c| Some(c.pid() as u64) != leader);
+    let (mut first, mut last): (Vec<&mut Copy>, Vec<&mut Copy>) = copies
+        .iter_mut()
+        .partition(|c| Some(c.pid() as u64) != leader);
     for group in [&mut first, &mut last] {
         for copy in group.iter() {
             if let Ok(None) = copy.child.try_wait_ref() {
@@ -47,7 +48,11 @@ fn stop_all(server: &RedisServer, copies: &mut [Copy]) {
         }
         for copy in group.iter_mut() {
             let code = copy.wait_exit(Duration::from_secs(15));
-            assert!(code == Some(0) || code.is_none(), "exit {code:?}; log:\n{}", copy.log_text());
+            assert!(
+                code == Some(0) || code.is_none(),
+                "exit {code:?}; log:\n{}",
+                copy.log_text()
+            );
         }
     }
 }
@@ -80,16 +85,26 @@ fn three_copies_elect_one_generator_on_a_steady_grid() {
     stop_all(&server, &mut copies);
     let records = audit_exactly_once(&server, &get_errors(&server));
     let epochs: HashSet<u64> = records.iter().map(|r| r.epoch).collect();
-    assert_eq!(epochs.len(), 1, "one generator for the whole run: {epochs:?}");
+    assert_eq!(
+        epochs.len(),
+        1,
+        "one generator for the whole run: {epochs:?}"
+    );
     let intervals: Vec<i64> = records
         .windows(2)
         .map(|w| w[1].generated_at_ms as i64 - w[0].generated_at_ms as i64)
         .collect();
     let worst = intervals.iter().map(|i| (i - 500).abs()).max().unwrap_or(0);
-    eprintln!("cadence: {} intervals, worst deviation {worst} ms: {intervals:?}", intervals.len());
+    eprintln!(
+        "cadence: {} intervals, worst deviation {worst} ms: {intervals:?}",
+        intervals.len()
+    );
     assert!(worst <= 10, "intervals must be 500 ± 10 ms: {intervals:?}");
     let producers: HashSet<&str> = records.iter().map(|r| r.processor.as_str()).collect();
-    assert!(!producers.contains(records[0].producer.as_str()), "the generator does not process");
+    assert!(
+        !producers.contains(records[0].producer.as_str()),
+        "the generator does not process"
+    );
 }
 
 #[test]
@@ -100,7 +115,10 @@ fn kill_9_of_the_generator_fails_over_within_lease_plus_interval() {
     for _ in 0..2 {
         let before = generated(&server);
         wait_generated(&server, before + 3, Duration::from_secs(10));
-        let killed = copies.iter_mut().find(|c| c.pid() as u64 == leader).expect("leader is ours");
+        let killed = copies
+            .iter_mut()
+            .find(|c| c.pid() as u64 == leader)
+            .expect("leader is ours");
         killed.kill9();
         leader = wait_leader(&server, Some(leader));
         let after = generated(&server);
@@ -114,7 +132,10 @@ fn kill_9_of_the_generator_fails_over_within_lease_plus_interval() {
     eprintln!("failover gaps: {gaps:?} ms");
     assert!(gaps.len() >= 2, "two takeovers: {gaps:?}");
     for gap in &gaps[..2] {
-        assert!(*gap <= 1000 + 500 + 100, "failover gap {gap} ms > lease + interval + 100 ms");
+        assert!(
+            *gap <= 1000 + 500 + 100,
+            "failover gap {gap} ms > lease + interval + 100 ms"
+        );
     }
 }
 
@@ -123,29 +144,58 @@ fn kill_9_of_a_processor_holding_messages_redelivers_them_once() {
     let server = RedisServer::start();
     let generator = Copy::start(&server, "gen", ALL_ERRORS);
     wait_leader(&server, None);
-    let mut victim = Copy::start(&server, "victim", &[ALL_ERRORS, &["--role", "processor", "--work-ms", "2000", "--concurrency", "4"]].concat());
+    let mut victim = Copy::start(
+        &server,
+        "victim",
+        &[
+            ALL_ERRORS,
+            &[
+                "--role",
+                "processor",
+                "--work-ms",
+                "2000",
+                "--concurrency",
+                "4",
+            ],
+        ]
+        .concat(),
+    );
     let victim_id = {
         let mut id = None;
         wait_until("the victim to register", Duration::from_secs(10), || {
             id = status(&server)["workers"]
                 .as_array()
-                .and_then(|ws| ws.iter().find(|w| w["pid"].as_u64() == Some(victim.pid() as u64)))
+                .and_then(|ws| {
+                    ws.iter()
+                        .find(|w| w["pid"].as_u64() == Some(victim.pid() as u64))
+                })
                 .and_then(|w| w["id"].as_str().map(str::to_string));
             id.is_some()
         });
         id.unwrap_or_default()
     };
     let processing = format!("{{app}}:processing:{victim_id}");
-    wait_until("the victim to hold 2 messages", Duration::from_secs(10), || {
-        server.conn().llen::<_, u64>(&processing).unwrap_or(0) >= 2
-    });
+    wait_until(
+        "the victim to hold 2 messages",
+        Duration::from_secs(10),
+        || server.conn().llen::<_, u64>(&processing).unwrap_or(0) >= 2,
+    );
     victim.kill9();
     let killed_at = Instant::now();
-    let mut survivor = Copy::start(&server, "survivor", &[ALL_ERRORS, &["--role", "processor"]].concat());
-    wait_until("the janitor to reclaim the victim's messages", Duration::from_secs(10), || {
-        !server.conn().exists::<_, bool>(&processing).unwrap_or(true)
-    });
-    eprintln!("reclaimed {} ms after kill -9", killed_at.elapsed().as_millis());
+    let mut survivor = Copy::start(
+        &server,
+        "survivor",
+        &[ALL_ERRORS, &["--role", "processor"]].concat(),
+    );
+    wait_until(
+        "the janitor to reclaim the victim's messages",
+        Duration::from_secs(10),
+        || !server.conn().exists::<_, bool>(&processing).unwrap_or(true),
+    );
+    eprintln!(
+        "reclaimed {} ms after kill -9",
+        killed_at.elapsed().as_millis()
+    );
     let mut copies = vec![generator];
     stop_all(&server, &mut copies);
     wait_until("the queue to drain", Duration::from_secs(10), || {
@@ -155,9 +205,17 @@ fn kill_9_of_a_processor_holding_messages_redelivers_them_once() {
     stop_all(&server, std::slice::from_mut(&mut survivor));
     let records = audit_exactly_once(&server, &get_errors(&server));
     let redelivered: Vec<&Record> = records.iter().filter(|r| r.deliveries == 2).collect();
-    assert!(redelivered.len() >= 2, "the victim's messages were delivered again: {records:?}");
-    assert!(redelivered.iter().all(|r| !r.processor.starts_with("victim")));
-    assert!(records.iter().all(|r| !r.processor.starts_with("victim")), "the victim never acked");
+    assert!(
+        redelivered.len() >= 2,
+        "the victim's messages were delivered again: {records:?}"
+    );
+    assert!(redelivered
+        .iter()
+        .all(|r| !r.processor.starts_with("victim")));
+    assert!(
+        records.iter().all(|r| !r.processor.starts_with("victim")),
+        "the victim never acked"
+    );
 }
 
 #[test]
@@ -166,7 +224,10 @@ fn a_paused_generator_cannot_add_a_message_after_losing_the_lease() {
     let mut copies = start_copies(&server, 3, &[]);
     let paused = wait_leader(&server, None);
     wait_generated(&server, 3, Duration::from_secs(10));
-    let copy = copies.iter().find(|c| c.pid() as u64 == paused).expect("leader is ours");
+    let copy = copies
+        .iter()
+        .find(|c| c.pid() as u64 == paused)
+        .expect("leader is ours");
     copy.signal("STOP");
     let stopped_at = Instant::now();
     wait_leader(&server, Some(paused));
@@ -183,10 +244,24 @@ fn a_paused_generator_cannot_add_a_message_after_losing_the_lease() {
     let history = timeline(&server, &records);
     assert_epochs_never_step_back(&history);
     let old_epoch = history[0].epoch;
-    let first_new = history.iter().find(|r| r.epoch > old_epoch).expect("a new epoch").seq;
-    let late: Vec<u64> = history.iter().filter(|r| r.epoch == old_epoch && r.seq > first_new).map(|r| r.seq).collect();
-    assert!(late.is_empty(), "old-epoch messages after the new epoch began: {late:?}");
-    assert!(log.contains("lost the lease") || log.contains("enqueue refused"), "the paused copy noticed:\n{log}");
+    let first_new = history
+        .iter()
+        .find(|r| r.epoch > old_epoch)
+        .expect("a new epoch")
+        .seq;
+    let late: Vec<u64> = history
+        .iter()
+        .filter(|r| r.epoch == old_epoch && r.seq > first_new)
+        .map(|r| r.seq)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "old-epoch messages after the new epoch began: {late:?}"
+    );
+    assert!(
+        log.contains("lost the lease") || log.contains("enqueue refused"),
+        "the paused copy noticed:\n{log}"
+    );
 }
 
 #[test]
@@ -195,7 +270,10 @@ fn sigterm_of_the_generator_hands_over_within_one_interval() {
     let mut copies = start_copies(&server, 2, &[]);
     let leader = wait_leader(&server, None);
     wait_generated(&server, 4, Duration::from_secs(10));
-    let copy = copies.iter_mut().find(|c| c.pid() as u64 == leader).expect("leader is ours");
+    let copy = copies
+        .iter_mut()
+        .find(|c| c.pid() as u64 == leader)
+        .expect("leader is ours");
     copy.signal("TERM");
     assert_eq!(copy.wait_exit(Duration::from_secs(10)), Some(0));
     assert!(copy.log_text().contains("released the lease"));
@@ -206,7 +284,11 @@ fn sigterm_of_the_generator_hands_over_within_one_interval() {
     let gaps = gaps_between_epochs(&timeline(&server, &records));
     eprintln!("handover gaps: {gaps:?} ms");
     assert_eq!(gaps.len(), 1, "one handover");
-    assert!(gaps[0] <= 500 + 50, "the next message came {} ms after the last", gaps[0]);
+    assert!(
+        gaps[0] <= 500 + 50,
+        "the next message came {} ms after the last",
+        gaps[0]
+    );
     assert!(gaps[0] >= 490, "no burst after a handover: {} ms", gaps[0]);
 }
 
@@ -226,10 +308,19 @@ fn a_malformed_queue_item_goes_to_dead_letter_and_processing_goes_on() {
     wait_until("processing to go on", Duration::from_secs(10), || {
         status(&server)["processed"].as_u64().unwrap_or(0) >= before + 2
     });
-    let dead: Vec<String> = server.conn().lrange("{app}:dead", 0, -1).expect("dead list");
+    let dead: Vec<String> = server
+        .conn()
+        .lrange("{app}:dead", 0, -1)
+        .expect("dead list");
     for record in &dead {
         let v: serde_json::Value = serde_json::from_str(record).expect("dead records are JSON");
-        assert!(v["reason"].as_str().unwrap_or("").contains("not a valid message"), "{record}");
+        assert!(
+            v["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("not a valid message"),
+            "{record}"
+        );
     }
     stop_all(&server, &mut copies);
     audit_exactly_once(&server, &get_errors(&server));
@@ -245,23 +336,39 @@ fn two_get_errors_at_once_print_disjoint_halves_of_everything() {
             "seq": seq, "epoch": 1, "producer": "p", "text": format!("text {seq}"),
             "generated_at_ms": 1, "processor": "c", "detected_at_ms": 2, "deliveries": 1
         });
-        let _: () = conn.lpush("{app}:errors", record.to_string()).expect("push");
+        let _: () = conn
+            .lpush("{app}:errors", record.to_string())
+            .expect("push");
     }
     let spawn = || {
         std::process::Command::new(app_binary())
-            .args(["-p", &server.port.to_string(), "-h", "127.0.0.1", "get-errors", "--json"])
+            .args([
+                "-p",
+                &server.port.to_string(),
+                "-h",
+                "127.0.0.1",
+                "get-errors",
+                "--json",
+            ])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("get-errors starts")
     };
     let (a, b) = (spawn(), spawn());
-    let (a, b) = (a.wait_with_output().expect("a"), b.wait_with_output().expect("b"));
+    let (a, b) = (
+        a.wait_with_output().expect("a"),
+        b.wait_with_output().expect("b"),
+    );
     assert!(a.status.success() && b.status.success());
     let seqs = |out: &std::process::Output| -> Vec<u64> {
         String::from_utf8_lossy(&out.stdout)
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json")["seq"].as_u64().expect("seq"))
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).expect("json")["seq"]
+                    .as_u64()
+                    .expect("seq")
+            })
             .collect()
     };
     let (sa, sb) = (seqs(&a), seqs(&b));
@@ -269,7 +376,11 @@ fn two_get_errors_at_once_print_disjoint_halves_of_everything() {
     let set_b: HashSet<u64> = sb.iter().copied().collect();
     assert_eq!(set_a.len(), sa.len(), "no line twice within a run");
     assert!(set_a.is_disjoint(&set_b), "two runs printed the same error");
-    assert_eq!(set_a.len() + set_b.len(), total as usize, "the union is everything");
+    assert_eq!(
+        set_a.len() + set_b.len(),
+        total as usize,
+        "the union is everything"
+    );
     assert_eq!(conn.llen::<_, u64>("{app}:errors").expect("llen"), 0);
     assert!(String::from_utf8_lossy(&a.stderr).contains("remain"));
 }
@@ -283,20 +394,35 @@ fn get_errors_escapes_hostile_text_and_keeps_order_and_limit() {
             "seq": seq, "epoch": 1, "producer": "p", "text": format!("\u{1b}[2J\u{202e}evil {seq}\r\n"),
             "generated_at_ms": 1, "processor": "c", "detected_at_ms": 2, "deliveries": 1
         });
-        let _: () = conn.lpush("{app}:errors", record.to_string()).expect("push");
+        let _: () = conn
+            .lpush("{app}:errors", record.to_string())
+            .expect("push");
     }
-    let _: () = conn.lpush("{app}:errors", "\x1b]0;not a record\x07").expect("push");
+    let _: () = conn
+        .lpush("{app}:errors", "\x1b]0;not a record\x07")
+        .expect("push");
     let out = run_app(&server, &["get-errors", "--limit", "2"]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).expect("utf-8");
-    assert!(!text.chars().any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'), "{text:?}");
+    assert!(
+        !text
+            .chars()
+            .any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
+        "{text:?}"
+    );
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2);
-    assert!(lines[0].starts_with("#1 ") && lines[1].starts_with("#2 "), "oldest first: {lines:?}");
+    assert!(
+        lines[0].starts_with("#1 ") && lines[1].starts_with("#2 "),
+        "oldest first: {lines:?}"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("took 2 errors; 2 remain"));
     let out = run_app(&server, &["get-errors"]);
     let text = String::from_utf8(out.stdout).expect("utf-8");
-    assert!(text.contains("#3 ") && text.contains("(not an error record) \\x1b]0;not a record\\x07"), "{text}");
+    assert!(
+        text.contains("#3 ") && text.contains("(not an error record) \\x1b]0;not a record\\x07"),
+        "{text}"
+    );
     let out = run_app(&server, &["getErrors"]);
     assert!(out.status.success() && out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("took 0 errors; 0 remain"));
@@ -311,18 +437,43 @@ fn status_json_carries_the_documented_fields() {
         status(&server)["workers"].as_array().map_or(0, |w| w.len()) == 2
     });
     let s = status(&server);
-    for field in ["leader", "workers", "queue", "in_flight", "errors", "dead", "generated", "processed", "errors_total"] {
+    for field in [
+        "leader",
+        "workers",
+        "queue",
+        "in_flight",
+        "errors",
+        "dead",
+        "generated",
+        "processed",
+        "errors_total",
+    ] {
         assert!(s.get(field).is_some(), "missing {field}: {s}");
     }
     for field in ["id", "name", "host", "pid", "epoch", "lease_ms_left"] {
         assert!(s["leader"].get(field).is_some(), "leader.{field}: {s}");
     }
     for worker in s["workers"].as_array().expect("workers") {
-        for field in ["id", "name", "host", "pid", "role", "concurrency", "in_flight", "processed", "last_seen_ms_ago"] {
+        for field in [
+            "id",
+            "name",
+            "host",
+            "pid",
+            "role",
+            "concurrency",
+            "in_flight",
+            "processed",
+            "last_seen_ms_ago",
+        ] {
             assert!(worker.get(field).is_some(), "worker.{field}: {s}");
         }
     }
-    let roles: HashSet<&str> = s["workers"].as_array().expect("workers").iter().filter_map(|w| w["role"].as_str()).collect();
+    let roles: HashSet<&str> = s["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .filter_map(|w| w["role"].as_str())
+        .collect();
     assert_eq!(roles, HashSet::from(["generator", "processor"]));
     let table = run_app(&server, &["status"]);
     assert!(String::from_utf8_lossy(&table.stdout).contains("generator: c"));

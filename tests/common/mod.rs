@@ -65,17 +65,24 @@ impl RedisServer {
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server) or named by $REDIS_SERVER");
         let server = Self { port, child, dir };
-        let auth = extra.windows(2).find(|w| w[0] == "--requirepass").map(|w| w[1].to_string());
+        let auth = extra
+            .windows(2)
+            .find(|w| w[0] == "--requirepass")
+            .map(|w| w[1].to_string());
         let url = match &auth {
             Some(pass) => format!("redis://:{pass}@127.0.0.1:{port}/"),
             None => server.url(),
         };
-        wait_until("redis-server to answer PING", Duration::from_secs(10), || {
-            redis::Client::open(url.as_str())
-                .and_then(|c| c.get_connection())
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-                .is_ok()
-        });
+        wait_until(
+            "redis-server to answer PING",
+            Duration::from_secs(10),
+            || {
+                redis::Client::open(url.as_str())
+                    .and_then(|c| c.get_connection())
+                    .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+                    .is_ok()
+            },
+        );
         server
     }
 
@@ -122,7 +129,15 @@ impl Copy {
         let log = server.dir.path().join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("a log file");
         let child = Command::new(app_binary())
-            .args(["-h", "127.0.0.1", "-p", &server.port.to_string(), "start", "--name", name])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &server.port.to_string(),
+                "start",
+                "--name",
+                name,
+            ])
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -158,7 +173,11 @@ impl Copy {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("copy {} did not exit within {deadline:?}; log:\n{}", self.pid(), self.log_text());
+        panic!(
+            "copy {} did not exit within {deadline:?}; log:\n{}",
+            self.pid(),
+            self.log_text()
+        );
     }
 
     pub fn log_text(&self) -> String {
@@ -176,7 +195,11 @@ impl Drop for Copy {
 /// `status --json` as a JSON value.
 pub fn status(server: &RedisServer) -> Value {
     let out = run_app(server, &["status", "--json"]);
-    assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("status --json is JSON")
 }
 
@@ -186,7 +209,12 @@ pub fn leader_pid(server: &RedisServer) -> Option<u64> {
 }
 
 pub fn generated(server: &RedisServer) -> u64 {
-    server.conn().get::<_, Option<u64>>("{app}:seq").ok().flatten().unwrap_or(0)
+    server
+        .conn()
+        .get::<_, Option<u64>>("{app}:seq")
+        .ok()
+        .flatten()
+        .unwrap_or(0)
 }
 
 /// One error record as `get-errors --json` prints it.
@@ -205,7 +233,11 @@ pub struct Record {
 /// Runs `get-errors --json` and parses every line.
 pub fn get_errors(server: &RedisServer) -> Vec<Record> {
     let out = run_app(server, &["get-errors", "--json"]);
-    assert!(out.status.success(), "get-errors failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "get-errors failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}")))
@@ -229,16 +261,26 @@ pub fn timeline(server: &RedisServer, records: &[Record]) -> Vec<Stamp> {
     lists.extend(keys);
     let mut stamps: Vec<Stamp> = records
         .iter()
-        .map(|r| Stamp { seq: r.seq, epoch: r.epoch, generated_at_ms: r.generated_at_ms })
+        .map(|r| Stamp {
+            seq: r.seq,
+            epoch: r.epoch,
+            generated_at_ms: r.generated_at_ms,
+        })
         .collect();
     for list in &lists {
         let items: Vec<String> = conn.lrange(list, 0, -1).unwrap_or_default();
         for item in items {
             let v: Value = serde_json::from_str(&item).unwrap_or(Value::Null);
-            if let (Some(seq), Some(epoch), Some(at)) =
-                (v["seq"].as_u64(), v["epoch"].as_u64(), v["generated_at_ms"].as_u64())
-            {
-                stamps.push(Stamp { seq, epoch, generated_at_ms: at });
+            if let (Some(seq), Some(epoch), Some(at)) = (
+                v["seq"].as_u64(),
+                v["epoch"].as_u64(),
+                v["generated_at_ms"].as_u64(),
+            ) {
+                stamps.push(Stamp {
+                    seq,
+                    epoch,
+                    generated_at_ms: at,
+                });
             }
         }
     }
@@ -268,7 +310,10 @@ pub fn seqs_outside_errors(server: &RedisServer) -> BTreeMap<u64, Vec<String>> {
     let dead: Vec<String> = conn.lrange("{app}:dead", 0, -1).unwrap_or_default();
     for record in dead {
         let v: Value = serde_json::from_str(&record).unwrap_or(Value::Null);
-        let item: Value = v["item"].as_str().and_then(|s| serde_json::from_str(s).ok()).unwrap_or(Value::Null);
+        let item: Value = v["item"]
+            .as_str()
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or(Value::Null);
         if let Some(seq) = item["seq"].as_u64() {
             places.entry(seq).or_default().push("dead".into());
         }
@@ -284,7 +329,10 @@ pub fn audit_exactly_once(server: &RedisServer, records: &[Record]) -> Vec<Recor
     assert!(total > 0, "nothing was generated");
     let mut places = seqs_outside_errors(server);
     for r in records {
-        places.entry(r.seq).or_default().push(format!("error record by {}", r.processor));
+        places
+            .entry(r.seq)
+            .or_default()
+            .push(format!("error record by {}", r.processor));
     }
     let missing: Vec<u64> = (1..=total).filter(|s| !places.contains_key(s)).collect();
     let twice: Vec<(&u64, &Vec<String>)> = places.iter().filter(|(_, p)| p.len() > 1).collect();
@@ -292,8 +340,17 @@ pub fn audit_exactly_once(server: &RedisServer, records: &[Record]) -> Vec<Recor
     assert!(missing.is_empty(), "missing seqs (of {total}): {missing:?}");
     assert!(twice.is_empty(), "seqs in more than one place: {twice:?}");
     assert!(beyond.is_empty(), "seqs never generated: {beyond:?}");
-    let processed: u64 = server.conn().get::<_, Option<u64>>("{app}:processed").ok().flatten().unwrap_or(0);
-    assert_eq!(processed as usize, records.len(), "processed counter vs error records (error rate 1)");
+    let processed: u64 = server
+        .conn()
+        .get::<_, Option<u64>>("{app}:processed")
+        .ok()
+        .flatten()
+        .unwrap_or(0);
+    assert_eq!(
+        processed as usize,
+        records.len(),
+        "processed counter vs error records (error rate 1)"
+    );
     let mut sorted = records.to_vec();
     sorted.sort_by_key(|r| r.seq);
     sorted

@@ -1,0 +1,393 @@
+//! Each Lua script through its Rust wrapper, against a real Redis: the
+//! fences refuse what they must refuse and change nothing when they do.
+
+mod common;
+
+use common::RedisServer;
+use redis::AsyncCommands;
+use redis_ql::cli::RedisArgs;
+use redis_ql::connection::{self, Redis};
+use redis_ql::keys::Keys;
+use redis_ql::scripts::{self, Acquired, Claim, LastEnqueue, Outcome};
+use redis_ql::settings;
+use std::time::Duration;
+
+async fn connect(server: &RedisServer) -> (Redis, Keys) {
+    let args = RedisArgs {
+        host: Some("127.0.0.1".into()),
+        port: Some(server.port),
+        ..Default::default()
+    };
+    let (user, defaults) = settings::files(None).expect("defaults");
+    let redis_settings = settings::redis(&args, &user, &defaults).expect("settings");
+    let redis = connection::connect(&redis_settings, "test", Duration::from_secs(2))
+        .await
+        .expect("connect");
+    (redis, Keys::new("app"))
+}
+
+fn last() -> LastEnqueue {
+    LastEnqueue {
+        generated_at_ms: 1,
+        epoch: 1,
+        producer: "p".into(),
+    }
+}
+
+async fn register(redis: &Redis, keys: &Keys, id: &str) {
+    let beat = scripts::heartbeat(redis, keys, id, 3000, "{}", 1000, true)
+        .await
+        .expect("register");
+    assert!(beat.alive);
+}
+
+async fn enqueue_as(redis: &Redis, keys: &Keys, holder: &str) -> Option<u64> {
+    scripts::enqueue(
+        redis,
+        keys,
+        holder,
+        r#","epoch":1,"producer":"p","text":"t","generated_at_ms":1}"#,
+        &last(),
+    )
+    .await
+    .expect("enqueue")
+}
+
+#[tokio::test]
+async fn the_lease_goes_to_one_copy_with_a_growing_epoch() {
+    let server = RedisServer::start();
+    let (redis, keys) = connect(&server).await;
+    let taken = scripts::acquire_lease(&redis, &keys, "a", 1000)
+        .await
+        .expect("acquire");
+    assert_eq!(
+        taken,
+        Acquired::Taken {
+            epoch: 1,
+            last: None
+        }
+    );
+    match scripts::acquire_lease(&redis, &keys, "b", 1000)
+        .await
+        .expect("acquire")
+    {
+        Acquired::Held { ms_left, holder } => {
+            assert!((1..=1000).contains(&ms_left), "{ms_left}");
+            assert_eq!(holder, "1:a");
+        }
+        other => panic!("b must not get a held lease: {other:?}"),
+    }
+    assert!(scripts::renew_lease(&redis, &keys, "1:a", 1000)
+        .await
+        .expect("renew"));
+    assert!(!scripts::renew_lease(&redis, &keys, "1:b", 1000)
+        .await
+        .expect("renew"));
+    assert!(!scripts::renew_lease(&redis, &keys, "0:a", 1000)
+        .await
+        .expect("renew"));
+    // The lease expires (made to vanish); b takes it with the next epoch.
+    let _: () = redis.conn().del(keys.lease()).await.expect("del");
+    enqueue_as(&redis, &keys, "1:a").await; // refused: nobody holds it
+    assert!(matches!(
+        scripts::acquire_lease(&redis, &keys, "b", 1000)
+            .await
+            .expect("acquire"),
+        Acquired::Taken { epoch: 2, .. }
+    ));
+    assert!(!scripts::renew_lease(&redis, &keys, "1:a", 1000)
+        .await
+        .expect("renew"));
+    assert!(!scripts::release_lease(&redis, &keys, "1:a")
+        .await
+        .expect("release"));
+    let holder: String = redis.conn().get(keys.lease()).await.expect("get");
+    assert_eq!(holder, "2:b", "a stale release changes nothing");
+    assert!(scripts::release_lease(&redis, &keys, "2:b")
+        .await
+        .expect("release"));
+    let exists: bool = redis.conn().exists(keys.lease()).await.expect("exists");
+    assert!(!exists);
+}
+
+#[tokio::test]
+async fn the_fenced_enqueue_refuses_stale_epochs_and_non_holders_without_gaps() {
+    let server = RedisServer::start();
+    let (redis, keys) = connect(&server).await;
+    scripts::acquire_lease(&redis, &keys, "a", 10_000)
+        .await
+        .expect("acquire");
+    assert_eq!(enqueue_as(&redis, &keys, "1:a").await, Some(1));
+    assert_eq!(enqueue_as(&redis, &keys, "1:b").await, None, "non-holder");
+    assert_eq!(enqueue_as(&redis, &keys, "1:a").await, Some(2));
+    let _: () = redis.conn().del(keys.lease()).await.expect("del");
+    scripts::acquire_lease(&redis, &keys, "b", 10_000)
+        .await
+        .expect("acquire");
+    assert_eq!(enqueue_as(&redis, &keys, "1:a").await, None, "stale epoch");
+    assert_eq!(
+        enqueue_as(&redis, &keys, "2:a").await,
+        None,
+        "right epoch, wrong copy"
+    );
+    assert_eq!(
+        enqueue_as(&redis, &keys, "2:b").await,
+        Some(3),
+        "no gap after refusals"
+    );
+    let queue: Vec<String> = redis
+        .conn()
+        .lrange(keys.queue(), 0, -1)
+        .await
+        .expect("lrange");
+    assert_eq!(queue.len(), 3);
+    let seqs: Vec<u64> = queue
+        .iter()
+        .rev()
+        .map(|item| {
+            redis_ql::message::Message::decode(item.as_bytes())
+                .expect("a message")
+                .seq
+        })
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    // The newest message is remembered for the next generator's first tick.
+    let _: () = redis.conn().del(keys.lease()).await.expect("del");
+    match scripts::acquire_lease(&redis, &keys, "c", 1000)
+        .await
+        .expect("acquire")
+    {
+        Acquired::Taken {
+            epoch: 3,
+            last: Some(l),
+        } => assert_eq!(l, last()),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_claim_needs_a_live_heartbeat() {
+    let server = RedisServer::start();
+    let (redis, keys) = connect(&server).await;
+    scripts::acquire_lease(&redis, &keys, "g", 10_000)
+        .await
+        .expect("acquire");
+    for _ in 0..3 {
+        enqueue_as(&redis, &keys, "1:g").await;
+    }
+    assert_eq!(
+        scripts::claim(&redis, &keys, "ghost", 5)
+            .await
+            .expect("claim"),
+        Claim::Expired
+    );
+    let len: u64 = redis.conn().llen(keys.queue()).await.expect("llen");
+    assert_eq!(len, 3, "a refused claim moves nothing");
+    register(&redis, &keys, "c").await;
+    match scripts::claim(&redis, &keys, "c", 2).await.expect("claim") {
+        Claim::Claimed { items, left } => {
+            assert_eq!(items.len(), 2);
+            assert_eq!(left, 1);
+            assert!(
+                String::from_utf8_lossy(&items[0]).starts_with("{\"seq\":1,"),
+                "oldest first"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    match scripts::claim(&redis, &keys, "c", 5).await.expect("claim") {
+        Claim::Claimed { items, left } => assert_eq!((items.len(), left), (1, 0)),
+        other => panic!("{other:?}"),
+    }
+    let held: u64 = redis.conn().llen(keys.processing("c")).await.expect("llen");
+    assert_eq!(held, 3);
+}
+
+async fn counters(redis: &Redis, keys: &Keys) -> (Option<u64>, u64, Option<u64>, u64, u64) {
+    let mut conn = redis.conn();
+    (
+        conn.get(keys.processed()).await.expect("get"),
+        conn.llen(keys.errors()).await.expect("llen"),
+        conn.get(keys.errors_total()).await.expect("get"),
+        conn.llen(keys.queue()).await.expect("llen"),
+        conn.llen(keys.dead()).await.expect("llen"),
+    )
+}
+
+#[tokio::test]
+async fn an_ack_commits_once_and_one_after_a_reclaim_is_refused_and_changes_nothing() {
+    let server = RedisServer::start();
+    let (redis, keys) = connect(&server).await;
+    scripts::acquire_lease(&redis, &keys, "g", 10_000)
+        .await
+        .expect("acquire");
+    for _ in 0..3 {
+        enqueue_as(&redis, &keys, "1:g").await;
+    }
+    register(&redis, &keys, "c").await;
+    let Claim::Claimed { items, .. } = scripts::claim(&redis, &keys, "c", 3).await.expect("claim")
+    else {
+        panic!("claim");
+    };
+    assert!(scripts::ack(&redis, &keys, "c", &items[0], Outcome::Ok)
+        .await
+        .expect("ack"));
+    assert!(
+        !scripts::ack(&redis, &keys, "c", &items[0], Outcome::Ok)
+            .await
+            .expect("ack"),
+        "twice"
+    );
+    assert!(
+        scripts::ack(&redis, &keys, "c", &items[1], Outcome::Error("{\"seq\":2}"))
+            .await
+            .expect("ack")
+    );
+    assert_eq!(counters(&redis, &keys).await, (Some(2), 1, Some(1), 0, 0));
+    // The copy dies; the janitor gives its last message back.
+    let _: () = redis.conn().del(keys.heartbeat("c")).await.expect("del");
+    let reclaimed = scripts::reclaim(&redis, &keys, "c", 5)
+        .await
+        .expect("reclaim")
+        .expect("dead");
+    assert_eq!((reclaimed.requeued, reclaimed.dead_lettered), (1, 0));
+    let before = counters(&redis, &keys).await;
+    assert!(
+        !scripts::ack(&redis, &keys, "c", &items[2], Outcome::Error("{}"))
+            .await
+            .expect("ack")
+    );
+    assert_eq!(
+        counters(&redis, &keys).await,
+        before,
+        "a refused ack changes nothing"
+    );
+    let requeued: String = redis.conn().rpop(keys.queue(), None).await.expect("rpop");
+    let message = redis_ql::message::Message::decode(requeued.as_bytes()).expect("still a message");
+    assert_eq!((message.seq, message.deliveries), (3, 1));
+}
+
+#[tokio::test]
+async fn the_janitor_touches_only_dead_copies_and_dead_letters_past_max_deliveries() {
+    let server = RedisServer::start();
+    let (redis, keys) = connect(&server).await;
+    let mut conn = redis.conn();
+    register(&redis, &keys, "alive").await;
+    register(&redis, &keys, "dead").await;
+    let item = |seq: u64, deliveries: u32| {
+        format!(
+            r#"{{"seq":{seq},"epoch":1,"producer":"p","text":"t","generated_at_ms":1,"deliveries":{deliveries}}}"#
+        )
+    };
+    let _: () = conn
+        .lpush(keys.processing("alive"), item(1, 0))
+        .await
+        .expect("push");
+    let _: () = conn
+        .lpush(keys.processing("dead"), item(2, 0))
+        .await
+        .expect("push");
+    let _: () = conn
+        .lpush(keys.processing("dead"), item(3, 4))
+        .await
+        .expect("push");
+    let _: () = conn
+        .lpush(keys.processing("dead"), "garbage")
+        .await
+        .expect("push");
+    let _: () = conn.del(keys.heartbeat("dead")).await.expect("del");
+
+    redis_ql::janitor::pass(&redis, &keys, 5).await;
+
+    let alive: Vec<String> = conn
+        .lrange(keys.processing("alive"), 0, -1)
+        .await
+        .expect("lrange");
+    assert_eq!(alive, vec![item(1, 0)], "a live copy's messages stay put");
+    let dead_list: bool = conn.exists(keys.processing("dead")).await.expect("exists");
+    assert!(!dead_list);
+    let queue: Vec<String> = conn.lrange(keys.queue(), 0, -1).await.expect("lrange");
+    assert_eq!(queue.len(), 1);
+    let back = redis_ql::message::Message::decode(queue[0].as_bytes()).expect("message");
+    assert_eq!((back.seq, back.deliveries), (2, 1));
+    let dead: Vec<String> = conn.lrange(keys.dead(), 0, -1).await.expect("lrange");
+    assert_eq!(dead.len(), 2);
+    assert!(
+        dead.iter().any(|d| d.contains("delivered 5 times")),
+        "{dead:?}"
+    );
+    assert!(
+        dead.iter()
+            .any(|d| d.contains("not a valid message") && d.contains("garbage")),
+        "{dead:?}"
+    );
+    let registered: Vec<String> = conn.hkeys(keys.registry()).await.expect("hkeys");
+    assert_eq!(registered, vec!["alive".to_string()]);
+    // A second pass finds nothing to do.
+    redis_ql::janitor::pass(&redis, &keys, 5).await;
+    let queue_len: u64 = conn.llen(keys.queue()).await.expect("llen");
+    assert_eq!(queue_len, 1);
+    assert_eq!(
+        scripts::reclaim(&redis, &keys, "alive", 5)
+            .await
+            .expect("reclaim"),
+        None
+    );
+}
+
+#[tokio::test]
+async fn an_expired_heartbeat_is_not_revived_and_the_janitor_turn_goes_to_one_copy() {
+    let server = RedisServer::start();
+    let (redis, keys) = connect(&server).await;
+    let first = scripts::heartbeat(&redis, &keys, "a", 3000, "{}", 1000, true)
+        .await
+        .expect("beat");
+    let second = scripts::heartbeat(&redis, &keys, "b", 3000, "{}", 1000, true)
+        .await
+        .expect("beat");
+    assert!(
+        first.janitor_turn && !second.janitor_turn,
+        "{first:?} {second:?}"
+    );
+    let _: () = redis.conn().del(keys.heartbeat("a")).await.expect("del");
+    let beat = scripts::heartbeat(&redis, &keys, "a", 3000, "{}", 1000, false)
+        .await
+        .expect("beat");
+    assert!(!beat.alive);
+    let exists: bool = redis
+        .conn()
+        .exists(keys.heartbeat("a"))
+        .await
+        .expect("exists");
+    assert!(!exists, "an expired copy must re-register under a new id");
+}
+
+#[tokio::test]
+async fn a_drain_whose_run_died_goes_back_whole_and_in_order() {
+    let server = RedisServer::start();
+    let (redis, keys) = connect(&server).await;
+    let mut conn = redis.conn();
+    for n in 1..=3 {
+        let _: () = conn
+            .lpush(keys.errors(), format!("e{n}"))
+            .await
+            .expect("push");
+    }
+    let batch = scripts::take_errors(&redis, &keys, "run", 2, 60_000)
+        .await
+        .expect("take");
+    assert_eq!(batch, vec![b"e1".to_vec(), b"e2".to_vec()], "oldest first");
+    assert_eq!(
+        scripts::return_drain(&redis, &keys, "run")
+            .await
+            .expect("return"),
+        None,
+        "alive"
+    );
+    let _: () = conn.del(keys.drain_lock("run")).await.expect("del");
+    redis_ql::janitor::pass(&redis, &keys, 5).await;
+    let errors: Vec<String> = conn.lrange(keys.errors(), 0, -1).await.expect("lrange");
+    assert_eq!(errors, vec!["e3", "e2", "e1"], "back where they were");
+    let drains: Vec<String> = conn.smembers(keys.drains()).await.expect("smembers");
+    assert!(drains.is_empty());
+}
