@@ -12,6 +12,14 @@ use std::time::{Duration, Instant};
 
 const ALL_ERRORS: &[&str] = &["--error-rate", "1"];
 
+/// These tests measure timing (cadence, failover gaps) on a 2-core machine:
+/// they run one at a time so that one test's copies do not slow another's.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn start_copies(server: &RedisServer, n: usize, args: &[&str]) -> Vec<Copy> {
     (0..n)
         .map(|i| Copy::start(server, &format!("c{i}"), &[ALL_ERRORS, args].concat()))
@@ -79,6 +87,7 @@ fn gaps_between_epochs(records: &[Stamp]) -> Vec<u64> {
 
 #[test]
 fn three_copies_elect_one_generator_on_a_steady_grid() {
+    let _serial = serial();
     let server = RedisServer::start();
     let mut copies = start_copies(&server, 3, &[]);
     wait_generated(&server, 21, Duration::from_secs(20));
@@ -109,6 +118,7 @@ fn three_copies_elect_one_generator_on_a_steady_grid() {
 
 #[test]
 fn kill_9_of_the_generator_fails_over_within_lease_plus_interval() {
+    let _serial = serial();
     let server = RedisServer::start();
     let mut copies = start_copies(&server, 3, &[]);
     let mut leader = wait_leader(&server, None);
@@ -141,6 +151,7 @@ fn kill_9_of_the_generator_fails_over_within_lease_plus_interval() {
 
 #[test]
 fn kill_9_of_a_processor_holding_messages_redelivers_them_once() {
+    let _serial = serial();
     let server = RedisServer::start();
     let generator = Copy::start(&server, "gen", ALL_ERRORS);
     wait_leader(&server, None);
@@ -220,6 +231,7 @@ fn kill_9_of_a_processor_holding_messages_redelivers_them_once() {
 
 #[test]
 fn a_paused_generator_cannot_add_a_message_after_losing_the_lease() {
+    let _serial = serial();
     let server = RedisServer::start();
     let mut copies = start_copies(&server, 3, &[]);
     let paused = wait_leader(&server, None);
@@ -266,6 +278,7 @@ fn a_paused_generator_cannot_add_a_message_after_losing_the_lease() {
 
 #[test]
 fn sigterm_of_the_generator_hands_over_within_one_interval() {
+    let _serial = serial();
     let server = RedisServer::start();
     let mut copies = start_copies(&server, 2, &[]);
     let leader = wait_leader(&server, None);
@@ -294,6 +307,7 @@ fn sigterm_of_the_generator_hands_over_within_one_interval() {
 
 #[test]
 fn a_malformed_queue_item_goes_to_dead_letter_and_processing_goes_on() {
+    let _serial = serial();
     let server = RedisServer::start();
     let mut copies = start_copies(&server, 2, &[]);
     wait_generated(&server, 2, Duration::from_secs(10));
@@ -328,6 +342,7 @@ fn a_malformed_queue_item_goes_to_dead_letter_and_processing_goes_on() {
 
 #[test]
 fn two_get_errors_at_once_print_disjoint_halves_of_everything() {
+    let _serial = serial();
     let server = RedisServer::start();
     let total = 3000u64;
     let mut conn = server.conn();
@@ -387,6 +402,7 @@ fn two_get_errors_at_once_print_disjoint_halves_of_everything() {
 
 #[test]
 fn get_errors_escapes_hostile_text_and_keeps_order_and_limit() {
+    let _serial = serial();
     let server = RedisServer::start();
     let mut conn = server.conn();
     for seq in 1..=3u64 {
@@ -430,6 +446,7 @@ fn get_errors_escapes_hostile_text_and_keeps_order_and_limit() {
 
 #[test]
 fn status_json_carries_the_documented_fields() {
+    let _serial = serial();
     let server = RedisServer::start();
     let mut copies = start_copies(&server, 2, &[]);
     wait_generated(&server, 2, Duration::from_secs(10));
