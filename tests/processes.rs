@@ -17,7 +17,9 @@ const ALL_ERRORS: &[&str] = &["--error-rate", "1"];
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn start_copies(server: &RedisServer, n: usize, args: &[&str]) -> Vec<Copy> {
