@@ -31,7 +31,7 @@ until redis-cli -p "$PORT" ping >/dev/null 2>&1; do sleep 0.1; done
 
 run() { "$APP" -h 127.0.0.1 -p "$PORT" "$@"; }
 for name in alpha beta gamma; do
-  run start --name "$name" 2>"$WORK/$name.log" &
+  "$APP" -h 127.0.0.1 -p "$PORT" start --name "$name" 2>"$WORK/$name.log" &
   PIDS+=($!)
 done
 

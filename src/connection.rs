@@ -7,11 +7,13 @@
 use crate::error::Error;
 use crate::settings::RedisSettings;
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisResult};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
+use redis::{Client, ConnectionAddr, RedisConnectionInfo, RedisResult};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -162,10 +164,63 @@ pub struct Signals {
     pub lease_free: Notify,
 }
 
+/// Sends one command on a raw connection and reads its one-line reply.
+async fn raw_command(stream: &mut TcpStream, cmd: &redis::Cmd) -> Result<(), String> {
+    stream
+        .write_all(&cmd.get_packed_command())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while byte[0] != b'\n' && line.len() < 4096 {
+        stream
+            .read_exact(&mut byte)
+            .await
+            .map_err(|e| e.to_string())?;
+        line.push(byte[0]);
+    }
+    match line.first() {
+        Some(b'-') => Err(crate::escape::bytes_for_terminal(line.trim_ascii_end())),
+        _ => Ok(()),
+    }
+}
+
+/// A subscriber connection that names itself in `CLIENT LIST`. redis-rs
+/// offers no way to send CLIENT SETNAME on a subscriber, so the login and
+/// the name are sent on the raw socket before redis-rs takes it over.
+async fn named_pubsub(settings: &RedisSettings, name: &str) -> Result<PubSub, String> {
+    let info = settings.connection_info().map_err(|e| e.to_string())?;
+    let ConnectionAddr::Tcp(host, port) = info.addr() else {
+        return client(settings)
+            .map_err(|e| e.to_string())?
+            .get_async_pubsub()
+            .await
+            .map_err(|e| e.to_string());
+    };
+    let connect = TcpStream::connect((host.as_str(), *port));
+    let mut stream = tokio::time::timeout(Duration::from_secs(5), connect)
+        .await
+        .map_err(|_| "connection timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let login = info.redis_settings();
+    if let Some(password) = login.password() {
+        let mut auth = redis::cmd("AUTH");
+        if let Some(user) = login.username() {
+            auth.arg(user);
+        }
+        raw_command(&mut stream, auth.arg(password)).await?;
+    }
+    raw_command(&mut stream, redis::cmd("CLIENT").arg("SETNAME").arg(name)).await?;
+    PubSub::new(&RedisConnectionInfo::default(), stream)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// Keeps one subscriber connection on `wake` and `lease` channels until
 /// shutdown, reconnecting with backoff, and forwards what it hears.
 pub async fn subscribe(
     settings: RedisSettings,
+    client_name: impl Fn() -> String,
     wake_channel: String,
     lease_channel: String,
     signals: Arc<Signals>,
@@ -176,11 +231,7 @@ pub async fn subscribe(
     let mut lost_since: Option<Instant> = None;
     while !shutdown.is_cancelled() {
         let attempt = async {
-            let mut pubsub = client(&settings)
-                .map_err(|e| e.to_string())?
-                .get_async_pubsub()
-                .await
-                .map_err(|e| e.to_string())?;
+            let mut pubsub = named_pubsub(&settings, &client_name()).await?;
             pubsub
                 .subscribe(&wake_channel)
                 .await

@@ -51,6 +51,10 @@ pub async fn run(
             _ = ticker.tick() => {}
         }
         if !lease.is_valid() {
+            warn!(
+                epoch = lease.epoch,
+                "lost the lease: it lapsed before a renewal came back (paused or cut off)"
+            );
             return;
         }
         emit(node, lease, &producer, std::mem::take(&mut text), stop).await;

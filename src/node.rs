@@ -181,8 +181,11 @@ pub async fn start(redis_settings: RedisSettings, settings: StartSettings) -> Re
         "copy started"
     );
 
+    let namer = node.clone();
+    let namespace = redis_settings.namespace.clone();
     tokio::spawn(connection::subscribe(
         redis_settings,
+        move || client_name(&namespace, &namer.id()),
         node.keys.wake_channel(),
         node.keys.lease_channel(),
         node.signals.clone(),

@@ -498,3 +498,47 @@ fn status_json_carries_the_documented_fields() {
     assert!(String::from_utf8_lossy(&table.stdout).contains("generator: c"));
     stop_all(&server, &mut copies);
 }
+
+#[test]
+fn a_copy_holds_two_named_connections_whatever_its_concurrency() {
+    let _serial = serial();
+    let server = RedisServer::start_with(&["--requirepass", "pw"]);
+    let mut copies = vec![
+        Copy::start(&server, "gen", ALL_ERRORS),
+        Copy::start(
+            &server,
+            "wide",
+            &[ALL_ERRORS, &["--role", "processor", "--concurrency", "500"]].concat(),
+        ),
+    ];
+    wait_generated(&server, 3, Duration::from_secs(10));
+    let wide_id = status(&server)["workers"]
+        .as_array()
+        .and_then(|ws| {
+            ws.iter().find_map(|w| {
+                w["id"]
+                    .as_str()
+                    .filter(|id| id.starts_with("wide-"))
+                    .map(str::to_string)
+            })
+        })
+        .expect("the wide copy is registered");
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut server.conn())
+        .expect("client list");
+    let mine: Vec<&str> = list
+        .lines()
+        .filter(|l| l.contains(&format!(" name=app:{wide_id} ")))
+        .collect();
+    assert_eq!(
+        mine.len(),
+        2,
+        "one command and one subscriber connection:\n{list}"
+    );
+    assert!(
+        mine.iter().any(|l| l.contains(" sub=2 ")),
+        "one of them subscribes:\n{list}"
+    );
+    stop_all(&server, &mut copies);
+}

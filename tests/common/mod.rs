@@ -37,6 +37,8 @@ pub fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMut() ->
 
 pub struct RedisServer {
     pub port: u16,
+    /// The `--requirepass` the server was started with, if any.
+    pub password: Option<String>,
     child: Child,
     pub dir: tempfile::TempDir,
 }
@@ -64,20 +66,21 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server) or named by $REDIS_SERVER");
-        let server = Self { port, child, dir };
-        let auth = extra
+        let password = extra
             .windows(2)
             .find(|w| w[0] == "--requirepass")
             .map(|w| w[1].to_string());
-        let url = match &auth {
-            Some(pass) => format!("redis://:{pass}@127.0.0.1:{port}/"),
-            None => server.url(),
+        let server = Self {
+            port,
+            password,
+            child,
+            dir,
         };
         wait_until(
             "redis-server to answer PING",
             Duration::from_secs(10),
             || {
-                redis::Client::open(url.as_str())
+                redis::Client::open(server.url())
                     .and_then(|c| c.get_connection())
                     .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
                     .is_ok()
@@ -87,7 +90,24 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match &self.password {
+            Some(pass) => format!("redis://:{pass}@127.0.0.1:{}/", self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
+    }
+
+    /// The options that point `app` at this server.
+    pub fn app_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "-h".to_string(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            self.port.to_string(),
+        ];
+        if let Some(pass) = &self.password {
+            args.extend(["--pass".to_string(), pass.clone()]);
+        }
+        args
     }
 
     pub fn conn(&self) -> redis::Connection {
@@ -111,7 +131,7 @@ pub fn app_binary() -> &'static str {
 /// Runs `app` to completion with `args` against the server.
 pub fn run_app(server: &RedisServer, args: &[&str]) -> Output {
     Command::new(app_binary())
-        .args(["-h", "127.0.0.1", "-p", &server.port.to_string()])
+        .args(server.app_args())
         .args(args)
         .env_remove("RUST_LOG")
         .output()
@@ -129,15 +149,8 @@ impl Copy {
         let log = server.dir.path().join(format!("{name}.log"));
         let file = std::fs::File::create(&log).expect("a log file");
         let child = Command::new(app_binary())
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &server.port.to_string(),
-                "start",
-                "--name",
-                name,
-            ])
+            .args(server.app_args())
+            .args(["start", "--name", name])
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
