@@ -20,6 +20,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+/// The most messages one claim takes: it bounds how long the claim script
+/// runs and lets copies share a backlog.
+const CLAIM_BATCH: usize = 32;
+
 /// Claims and processes until shutdown, then waits up to the shutdown
 /// timeout for the messages in hand.
 pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
@@ -61,6 +65,7 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
         match scripts::claim(&node.redis, &node.keys, &id, permits.len()).await {
             Ok(Claim::Claimed { items, left }) => {
                 backoff = Duration::from_millis(50);
+                // Left over, or a full batch while slots are still free.
                 more = left > 0;
                 for (item, permit) in items.into_iter().zip(permits) {
                     let (node, id, slot_freed) = (node.clone(), id.clone(), slot_freed.clone());
@@ -107,7 +112,9 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
 }
 
 fn free_slots(slots: &Arc<Semaphore>) -> Vec<OwnedSemaphorePermit> {
-    std::iter::from_fn(|| slots.clone().try_acquire_owned().ok()).collect()
+    std::iter::from_fn(|| slots.clone().try_acquire_owned().ok())
+        .take(CLAIM_BATCH)
+        .collect()
 }
 
 /// Works on one claimed item and commits the result, retrying the commit
