@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
 use redis::{Client, ConnectionAddr, RedisConnectionInfo, RedisResult};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -19,40 +19,104 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// The command connection of a copy, and what it knows about its own health.
+///
+/// redis-rs's `ConnectionManager` reconnects when a connection is dropped or
+/// reset, but not when it merely goes silent (packets dropped, no RST): its
+/// requests time out one by one on the same dead socket. So a timed-out
+/// request here also starts a replacement connection in the background.
 #[derive(Clone)]
 pub struct Redis {
-    conn: ConnectionManager,
-    address: Arc<str>,
-    lost_since: Arc<Mutex<Option<Instant>>>,
-    reconnected: Arc<AtomicBool>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    current: RwLock<ConnectionManager>,
+    client: Client,
+    timeout: Duration,
+    address: String,
+    client_name: Mutex<String>,
+    lost_since: Mutex<Option<Instant>>,
+    replacing: AtomicBool,
+}
+
+fn manager_config(timeout: Duration) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500))
+}
+
+async fn new_manager(
+    client: &Client,
+    timeout: Duration,
+    name: &str,
+) -> RedisResult<ConnectionManager> {
+    let connect = async {
+        let mut manager =
+            ConnectionManager::new_with_config(client.clone(), manager_config(timeout)).await?;
+        redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(name)
+            .query_async::<()>(&mut manager)
+            .await?;
+        Ok(manager)
+    };
+    // The handshake itself can hang on a silent network.
+    tokio::time::timeout(timeout * 3, connect)
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()))
 }
 
 impl Redis {
     /// A handle on the shared connection, cheap to clone into a task.
     pub fn conn(&self) -> ConnectionManager {
-        self.conn.clone()
+        self.inner
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// `host:port`, for messages.
     pub fn address(&self) -> &str {
-        &self.address
+        &self.inner.address
     }
 
     /// Passes a reply through, logging once when the connection is lost and
-    /// once when it is back.
+    /// once when it is back, and replacing a connection that went silent.
     pub fn observe<T>(&self, result: RedisResult<T>) -> RedisResult<T> {
-        let mut lost = self.lost_since.lock().unwrap_or_else(|p| p.into_inner());
+        let inner = &self.inner;
         match &result {
             Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
+                let mut lost = inner.lost_since.lock().unwrap_or_else(|p| p.into_inner());
                 if lost.is_none() {
-                    warn!(address = %self.address, error = %e, "lost the connection to Redis; reconnecting");
+                    warn!(address = %inner.address, error = %e, "lost the connection to Redis; reconnecting");
                     *lost = Some(Instant::now());
+                }
+                if e.is_timeout() {
+                    self.replace_connection();
                 }
             }
             Ok(_) => {
-                if let Some(since) = lost.take() {
-                    info!(address = %self.address, after_ms = since.elapsed().as_millis() as u64, "connection to Redis is back");
-                    self.reconnected.store(true, Ordering::Relaxed);
+                let since = inner
+                    .lost_since
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take();
+                if let Some(since) = since {
+                    info!(address = %inner.address, after_ms = since.elapsed().as_millis() as u64, "connection to Redis is back");
+                    // A new server connection has forgotten the client name.
+                    let redis = self.clone();
+                    tokio::spawn(async move {
+                        let name = redis
+                            .inner
+                            .client_name
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .clone();
+                        let _ = redis.set_client_name(&name).await;
+                    });
                 }
             }
             Err(_) => {}
@@ -60,22 +124,49 @@ impl Redis {
         result
     }
 
-    /// True once after the connection came back: a new server connection
-    /// has forgotten the client name.
-    pub fn take_reconnected(&self) -> bool {
-        self.reconnected.swap(false, Ordering::Relaxed)
+    /// Opens a new connection and swaps it in, once at a time.
+    fn replace_connection(&self) {
+        if self.inner.replacing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let redis = self.clone();
+        tokio::spawn(async move {
+            let inner = &redis.inner;
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let name = inner
+                    .client_name
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                match new_manager(&inner.client, inner.timeout, &name).await {
+                    Ok(manager) => {
+                        *inner.current.write().unwrap_or_else(|p| p.into_inner()) = manager;
+                        break;
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(jitter(backoff)).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+            inner.replacing.store(false, Ordering::Release);
+        });
     }
 
-    /// Names the connection in `CLIENT LIST`.
+    /// Names the connection in `CLIENT LIST` (again after every reconnect).
     pub async fn set_client_name(&self, name: &str) -> RedisResult<()> {
+        *self
+            .inner
+            .client_name
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = name.to_string();
         let mut conn = self.conn();
-        self.observe(
-            redis::cmd("CLIENT")
-                .arg("SETNAME")
-                .arg(name)
-                .query_async(&mut conn)
-                .await,
-        )
+        redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(name)
+            .query_async(&mut conn)
+            .await
     }
 }
 
@@ -84,32 +175,29 @@ fn client(settings: &RedisSettings) -> Result<Client, Error> {
     Client::open(info).map_err(|e| Error::from_redis(&settings.address(), &e))
 }
 
-/// Connects once; fails within `timeout` when Redis cannot be reached.
+/// Connects once; fails within a few `timeout`s when Redis cannot be reached.
+/// `timeout` also bounds every later request.
 pub async fn connect(
     settings: &RedisSettings,
     client_name: &str,
     timeout: Duration,
 ) -> Result<Redis, Error> {
     let address = settings.address();
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_millis(500));
-    let manager = ConnectionManager::new_with_config(client(settings)?, config)
+    let client = client(settings)?;
+    let manager = new_manager(&client, timeout, client_name)
         .await
         .map_err(|e| Error::from_redis(&address, &e))?;
-    let redis = Redis {
-        conn: manager,
-        address: address.into(),
-        lost_since: Arc::default(),
-        reconnected: Arc::default(),
-    };
-    redis
-        .set_client_name(client_name)
-        .await
-        .map_err(|e| Error::from_redis(&redis.address, &e))?;
-    Ok(redis)
+    Ok(Redis {
+        inner: Arc::new(Inner {
+            current: RwLock::new(manager),
+            client,
+            timeout,
+            address,
+            client_name: Mutex::new(client_name.to_string()),
+            lost_since: Mutex::default(),
+            replacing: AtomicBool::new(false),
+        }),
+    })
 }
 
 /// Connects, retrying with capped backoff while Redis is unreachable (copies
@@ -220,6 +308,7 @@ async fn named_pubsub(settings: &RedisSettings, name: &str) -> Result<PubSub, St
 /// shutdown, reconnecting with backoff, and forwards what it hears.
 pub async fn subscribe(
     settings: RedisSettings,
+    ping_timeout: Duration,
     client_name: impl Fn() -> String,
     wake_channel: String,
     lease_channel: String,
@@ -242,7 +331,7 @@ pub async fn subscribe(
                 .map_err(|e| e.to_string())?;
             Ok::<_, String>(pubsub)
         };
-        let mut pubsub = match attempt.await {
+        let pubsub = match attempt.await {
             Ok(pubsub) => pubsub,
             Err(e) => {
                 if lost_since.is_none() {
@@ -264,11 +353,21 @@ pub async fn subscribe(
         // Anything published while we were away was missed: look now.
         signals.wake.notify_one();
         signals.lease_free.notify_one();
-        let mut stream = pubsub.on_message();
+        let (mut sink, mut stream) = pubsub.split();
+        // A silent network shows no error on a connection that only
+        // listens: a ping every second that does not come back ends it.
+        let mut ping = tokio::time::interval(Duration::from_secs(1));
         loop {
             let msg = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 msg = stream.next() => msg,
+                _ = ping.tick() => {
+                    let pong = tokio::time::timeout(ping_timeout, sink.ping::<redis::Value>()).await;
+                    if matches!(pong, Ok(Ok(_))) {
+                        continue;
+                    }
+                    break;
+                }
             };
             let Some(msg) = msg else { break };
             if msg.get_channel_name() == lease_channel {

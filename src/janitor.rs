@@ -57,7 +57,7 @@ async fn reclaim_dead_copies(redis: &Redis, keys: &Keys, max_deliveries: u32) ->
             .await,
     )?;
     for id in missing(redis, ids, |id| keys.heartbeat(id)).await? {
-        if let Some(r) = scripts::reclaim(redis, keys, &id, max_deliveries).await? {
+        if let Some(r) = scripts::reclaim(redis, keys, &id, max_deliveries, true).await? {
             info!(
                 copy = %crate::escape::for_terminal(&id),
                 requeued = r.requeued,

@@ -72,12 +72,6 @@ pub async fn beat(node: Arc<Node>, stop: CancellationToken) {
             _ = ticker.tick() => {}
             _ = node.beat_now.notified() => {}
         }
-        if node.redis.take_reconnected() {
-            let _ = node
-                .redis
-                .set_client_name(&client_name(node.keys.namespace(), &node.id()))
-                .await;
-        }
         match beat_once(&node, false).await {
             Ok(beat) if !beat.alive => rejoin(&node).await,
             Ok(beat) => {
@@ -128,7 +122,15 @@ pub async fn deregister(node: &Node) {
         warn!(error = %e, "could not deregister; the janitor will once the heartbeat expires");
         return;
     }
-    match scripts::reclaim(&node.redis, &node.keys, &id, node.settings.max_deliveries).await {
+    match scripts::reclaim(
+        &node.redis,
+        &node.keys,
+        &id,
+        node.settings.max_deliveries,
+        false,
+    )
+    .await
+    {
         Ok(Some(r)) if r.requeued + r.dead_lettered > 0 => {
             info!(
                 requeued = r.requeued,

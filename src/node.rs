@@ -185,6 +185,7 @@ pub async fn start(redis_settings: RedisSettings, settings: StartSettings) -> Re
     let namespace = redis_settings.namespace.clone();
     tokio::spawn(connection::subscribe(
         redis_settings,
+        timeout,
         move || client_name(&namespace, &namer.id()),
         node.keys.wake_channel(),
         node.keys.lease_channel(),

@@ -65,7 +65,6 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
         match scripts::claim(&node.redis, &node.keys, &id, permits.len()).await {
             Ok(Claim::Claimed { items, left }) => {
                 backoff = Duration::from_millis(50);
-                // Left over, or a full batch while slots are still free.
                 more = left > 0;
                 for (item, permit) in items.into_iter().zip(permits) {
                     let (node, id, slot_freed) = (node.clone(), id.clone(), slot_freed.clone());

@@ -313,12 +313,14 @@ pub struct Reclaimed {
 }
 
 /// Gives a dead copy's messages back and forgets the copy; `None` when its
-/// heartbeat exists (alive: nothing changed).
+/// heartbeat exists (alive: nothing changed). `count_delivery` is false when
+/// a copy gives back, on shutdown, messages it never worked on.
 pub async fn reclaim(
     redis: &Redis,
     keys: &Keys,
     copy_id: &str,
     max_deliveries: u32,
+    count_delivery: bool,
 ) -> RedisResult<Option<Reclaimed>> {
     let reply: Vec<i64> = redis.observe(
         RECLAIM
@@ -330,6 +332,7 @@ pub async fn reclaim(
             .arg(copy_id)
             .arg(max_deliveries)
             .arg(keys.wake_channel())
+            .arg(if count_delivery { "1" } else { "0" })
             .invoke_async(&mut redis.conn())
             .await,
     )?;

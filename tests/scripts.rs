@@ -246,7 +246,7 @@ async fn an_ack_commits_once_and_one_after_a_reclaim_is_refused_and_changes_noth
     assert_eq!(counters(&redis, &keys).await, (Some(2), 1, Some(1), 0, 0));
     // The copy dies; the janitor gives its last message back.
     let _: () = redis.conn().del(keys.heartbeat("c")).await.expect("del");
-    let reclaimed = scripts::reclaim(&redis, &keys, "c", 5)
+    let reclaimed = scripts::reclaim(&redis, &keys, "c", 5, true)
         .await
         .expect("reclaim")
         .expect("dead");
@@ -328,7 +328,7 @@ async fn the_janitor_touches_only_dead_copies_and_dead_letters_past_max_deliveri
     let queue_len: u64 = conn.llen(keys.queue()).await.expect("llen");
     assert_eq!(queue_len, 1);
     assert_eq!(
-        scripts::reclaim(&redis, &keys, "alive", 5)
+        scripts::reclaim(&redis, &keys, "alive", 5, true)
             .await
             .expect("reclaim"),
         None

@@ -3,6 +3,8 @@
 //! Everything started here is killed when its handle drops.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use redis::Commands;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -39,6 +41,7 @@ pub struct RedisServer {
     pub port: u16,
     /// The `--requirepass` the server was started with, if any.
     pub password: Option<String>,
+    extra: Vec<String>,
     child: Child,
     pub dir: tempfile::TempDir,
 }
@@ -58,14 +61,7 @@ impl RedisServer {
 
     fn launch(port: u16, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let child = Command::new(redis_server_binary())
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--dir", dir.path().to_str().unwrap_or(".")])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (apt-get install redis-server) or named by $REDIS_SERVER");
+        let child = Self::spawn(port, dir.path(), extra);
         let password = extra
             .windows(2)
             .find(|w| w[0] == "--requirepass")
@@ -73,20 +69,50 @@ impl RedisServer {
         let server = Self {
             port,
             password,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             child,
             dir,
         };
+        server.wait_ready();
+        server
+    }
+
+    /// kill -9 of the server, then the same server again on the same port
+    /// and directory (with its append-only file, if it was started with one).
+    pub fn crash_and_restart(&mut self, down_for: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let since = std::time::Instant::now();
+        wait_until("the downtime", down_for + Duration::from_secs(1), || {
+            since.elapsed() >= down_for
+        });
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        self.child = Self::spawn(self.port, self.dir.path(), &extra);
+        self.wait_ready();
+    }
+
+    fn spawn(port: u16, dir: &Path, extra: &[&str]) -> Child {
+        Command::new(redis_server_binary())
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--dir", dir.to_str().unwrap_or(".")])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server) or named by $REDIS_SERVER")
+    }
+
+    fn wait_ready(&self) {
         wait_until(
             "redis-server to answer PING",
             Duration::from_secs(10),
             || {
-                redis::Client::open(server.url())
+                redis::Client::open(self.url())
                     .and_then(|c| c.get_connection())
                     .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
                     .is_ok()
             },
         );
-        server
     }
 
     pub fn url(&self) -> String {
@@ -98,11 +124,16 @@ impl RedisServer {
 
     /// The options that point `app` at this server.
     pub fn app_args(&self) -> Vec<String> {
+        self.app_args_via(self.port)
+    }
+
+    /// The options that point `app` at this server through `port` (a proxy).
+    pub fn app_args_via(&self, port: u16) -> Vec<String> {
         let mut args = vec![
             "-h".to_string(),
             "127.0.0.1".into(),
             "-p".into(),
-            self.port.to_string(),
+            port.to_string(),
         ];
         if let Some(pass) = &self.password {
             args.extend(["--pass".to_string(), pass.clone()]);
@@ -146,10 +177,19 @@ pub struct Copy {
 
 impl Copy {
     pub fn start(server: &RedisServer, name: &str, args: &[&str]) -> Self {
+        Self::start_via(server, server.port, name, args)
+    }
+
+    /// A copy that reaches the server through `port` (a proxy).
+    pub fn start_via(server: &RedisServer, port: u16, name: &str, args: &[&str]) -> Self {
         let log = server.dir.path().join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).expect("a log file");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("a log file");
         let child = Command::new(app_binary())
-            .args(server.app_args())
+            .args(server.app_args_via(port))
             .args(["start", "--name", name])
             .args(args)
             .env("RUST_LOG", "info")
@@ -385,4 +425,83 @@ pub fn assert_epochs_never_step_back(records: &[Stamp]) {
 
 pub fn path_str(path: &Path) -> &str {
     path.to_str().unwrap_or_default()
+}
+
+// ---- helpers shared by the process tests ----
+
+pub const ALL_ERRORS: &[&str] = &["--error-rate", "1"];
+
+/// These tests measure timing (cadence, failover gaps) on a 2-core machine:
+/// they run one at a time so that one test's copies do not slow another's.
+pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub fn start_copies(server: &RedisServer, n: usize, args: &[&str]) -> Vec<Copy> {
+    (0..n)
+        .map(|i| Copy::start(server, &format!("c{i}"), &[ALL_ERRORS, args].concat()))
+        .collect()
+}
+
+pub fn wait_generated(server: &RedisServer, at_least: u64, deadline: Duration) {
+    wait_until(&format!("{at_least} messages generated"), deadline, || {
+        generated(server) >= at_least
+    });
+}
+
+pub fn wait_leader(server: &RedisServer, not: Option<u64>) -> u64 {
+    let mut pid = 0;
+    wait_until("a generator", Duration::from_secs(10), || {
+        pid = leader_pid(server).unwrap_or(0);
+        pid != 0 && Some(pid) != not
+    });
+    pid
+}
+
+/// Stops every copy with SIGTERM, the generator last so that nobody takes
+/// over meanwhile, and checks that each exits 0.
+pub fn stop_all(server: &RedisServer, copies: &mut [Copy]) {
+    let leader = leader_pid(server);
+    let (mut first, mut last): (Vec<&mut Copy>, Vec<&mut Copy>) = copies
+        .iter_mut()
+        .partition(|c| Some(c.pid() as u64) != leader);
+    for group in [&mut first, &mut last] {
+        for copy in group.iter() {
+            if let Ok(None) = copy.child.try_wait_ref() {
+                copy.signal("TERM");
+            }
+        }
+        for copy in group.iter_mut() {
+            let code = copy.wait_exit(Duration::from_secs(15));
+            assert!(
+                code == Some(0) || code.is_none(),
+                "exit {code:?}; log:\n{}",
+                copy.log_text()
+            );
+        }
+    }
+}
+
+trait TryWaitRef {
+    fn try_wait_ref(&self) -> std::io::Result<Option<()>>;
+}
+
+impl TryWaitRef for std::process::Child {
+    fn try_wait_ref(&self) -> std::io::Result<Option<()>> {
+        // A process that has exited but not been reaped still exists for kill.
+        let alive = std::path::Path::new(&format!("/proc/{}", self.id())).exists();
+        Ok(if alive { None } else { Some(()) })
+    }
+}
+
+pub fn gaps_between_epochs(records: &[Stamp]) -> Vec<u64> {
+    records
+        .windows(2)
+        .filter(|w| w[1].epoch != w[0].epoch)
+        .map(|w| w[1].generated_at_ms.saturating_sub(w[0].generated_at_ms))
+        .collect()
 }
