@@ -35,6 +35,9 @@ async fn missing(
     if members.is_empty() {
         return Ok(Vec::new());
     }
+    // Sorted, so that a pass does the same thing for the same state.
+    let mut members = members;
+    members.sort_unstable();
     let keys: Vec<String> = members.iter().map(|m| key_of(m)).collect();
     let values: Vec<Option<Vec<u8>>> = redis.observe(
         redis::cmd("MGET")

@@ -156,7 +156,7 @@ impl Drop for RedisServer {
 }
 
 pub fn app_binary() -> &'static str {
-    env!("CARGO_BIN_EXE_app")
+    option_env!("CARGO_BIN_EXE_app").unwrap_or("app")
 }
 
 /// Runs `app` to completion with `args` against the server.
