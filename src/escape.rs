@@ -16,8 +16,10 @@ fn needs_escape(c: char) -> bool {
             // bidirectional marks, embeddings, overrides and isolates
             | '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
             // invisible characters and line breaks other than \n
-            | '\u{200b}'..='\u{200d}' | '\u{2028}' | '\u{2029}' | '\u{2060}' | '\u{feff}'
-            | '\u{fff9}'..='\u{fffb}')
+            | '\u{00ad}' | '\u{180e}' | '\u{200b}'..='\u{200d}' | '\u{2028}' | '\u{2029}'
+            | '\u{2060}'..='\u{2065}' | '\u{206a}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}'
+            // tag characters, which can hide a whole text from the reader
+            | '\u{e0000}'..='\u{e007f}')
 }
 
 /// `text` with every character that could act on a terminal shown escaped.
@@ -95,6 +97,7 @@ mod tests {
         assert_eq!(for_terminal("\u{7}\u{7f}\u{9b}"), "\\x07\\x7f\\x9b");
         assert_eq!(for_terminal("abc\u{202e}txt.exe"), "abc\\u{202e}txt.exe");
         assert_eq!(for_terminal("back\\slash"), "back\\\\slash");
+        assert_eq!(for_terminal("a\u{2061}b\u{e0041}"), "a\\u{2061}b\\u{e0041}");
     }
 
     #[test]

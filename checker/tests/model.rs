@@ -283,7 +283,10 @@ fn concurrent_copies_keep_the_invariants() {
         }
         redis_ql::janitor::pass(&redis, &keys, 3).await;
         let state = read_state(&redis, &keys).await.expect("state");
-        eprintln!("concurrent: {} accepted, {} processed", state.seq, state.processed);
+        eprintln!(
+            "concurrent: {} accepted, {} processed",
+            state.seq, state.processed
+        );
         assert!(state.seq > 20, "enough happened: {}", state.seq);
         let acked_ok = acked_ok.lock().expect("lock").clone();
         let printed = printed.lock().expect("lock").clone();
