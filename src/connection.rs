@@ -9,7 +9,7 @@ use crate::settings::RedisSettings;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
 use redis::{Client, ConnectionAddr, RedisConnectionInfo, RedisResult};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,6 +37,7 @@ struct Inner {
     client_name: Mutex<String>,
     lost_since: Mutex<Option<Instant>>,
     replacing: AtomicBool,
+    failures: AtomicU64,
 }
 
 fn manager_config(timeout: Duration) -> ConnectionManagerConfig {
@@ -89,6 +90,7 @@ impl Redis {
         let inner = &self.inner;
         match &result {
             Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
+                inner.failures.fetch_add(1, Ordering::Relaxed);
                 let mut lost = inner.lost_since.lock().unwrap_or_else(|p| p.into_inner());
                 if lost.is_none() {
                     warn!(address = %inner.address, error = %e, "lost the connection to Redis; reconnecting");
@@ -122,6 +124,12 @@ impl Redis {
             Err(_) => {}
         }
         result
+    }
+
+    /// How many requests have failed for want of a connection so far. Any of
+    /// them may have taken effect in Redis with only its answer lost.
+    pub fn failures(&self) -> u64 {
+        self.inner.failures.load(Ordering::Relaxed)
     }
 
     /// Opens a new connection and swaps it in, once at a time.
@@ -196,6 +204,7 @@ pub async fn connect(
             client_name: Mutex::new(client_name.to_string()),
             lost_since: Mutex::default(),
             replacing: AtomicBool::new(false),
+            failures: AtomicU64::new(0),
         }),
     })
 }
@@ -331,7 +340,12 @@ pub async fn subscribe(
                 .map_err(|e| e.to_string())?;
             Ok::<_, String>(pubsub)
         };
-        let pubsub = match attempt.await {
+        // A silent network would leave the handshake waiting for ever.
+        let attempt = tokio::time::timeout(ping_timeout * 3, attempt);
+        let pubsub = match attempt
+            .await
+            .unwrap_or_else(|_| Err("timed out".to_string()))
+        {
             Ok(pubsub) => pubsub,
             Err(e) => {
                 if lost_since.is_none() {

@@ -13,7 +13,8 @@ use crate::message::{now_ms, DeadRecord, ErrorRecord, Message};
 use crate::node::{Node, Role};
 use crate::scripts::{self, Claim, Outcome};
 use rand::RngExt;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -24,12 +25,115 @@ use tracing::{debug, info, warn};
 /// runs and lets copies share a backlog.
 const CLAIM_BATCH: usize = 32;
 
+/// The items this copy is working on. A claim whose answer was lost (a
+/// timeout, a reset) may still have moved messages into the processing list;
+/// while the copy beats, the janitor will never take them back, so after any
+/// failed request the copy looks itself: whatever its list holds that is not
+/// in hand is an orphan.
+#[derive(Default)]
+struct InHand(Mutex<HashMap<Vec<u8>, usize>>);
+
+impl InHand {
+    fn add(&self, item: &[u8]) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(item.to_vec())
+            .or_default() += 1;
+    }
+
+    fn remove(&self, item: &[u8]) {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(item) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(item);
+            }
+        }
+    }
+
+    /// The items of `listed` (the processing list) not in hand.
+    fn orphans(&self, listed: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        listed
+            .into_iter()
+            .filter(|item| match held.get_mut(item) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    false
+                }
+                _ => true,
+            })
+            .collect()
+    }
+}
+
+/// The processor's shared parts, for the task that works on each item.
+struct Work {
+    node: Arc<Node>,
+    tasks: TaskTracker,
+    in_hand: Arc<InHand>,
+    slot_freed: Arc<Notify>,
+}
+
+impl Work {
+    /// Works on `item`, claimed under `id`, in a task of its own.
+    fn spawn(&self, id: &Arc<str>, item: Vec<u8>, permit: Option<OwnedSemaphorePermit>) {
+        self.in_hand.add(&item);
+        let (node, id, in_hand, slot_freed) = (
+            self.node.clone(),
+            id.clone(),
+            self.in_hand.clone(),
+            self.slot_freed.clone(),
+        );
+        self.tasks.spawn(async move {
+            process(&node, &id, &item).await;
+            in_hand.remove(&item);
+            drop(permit);
+            slot_freed.notify_one();
+        });
+    }
+
+    /// Takes up the orphans in `id`'s processing list.
+    async fn adopt_orphans(&self, id: &Arc<str>) -> redis::RedisResult<()> {
+        let redis = &self.node.redis;
+        let listed: Vec<Vec<u8>> = redis.observe(
+            redis::cmd("LRANGE")
+                .arg(self.node.keys.processing(id))
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut redis.conn())
+                .await,
+        )?;
+        let orphans = self.in_hand.orphans(listed);
+        if !orphans.is_empty() {
+            info!(
+                count = orphans.len(),
+                "took up messages claimed by a request whose answer was lost"
+            );
+        }
+        for item in orphans {
+            self.spawn(id, item, None);
+        }
+        Ok(())
+    }
+}
+
 /// Claims and processes until shutdown, then waits up to the shutdown
 /// timeout for the messages in hand.
 pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(node.settings.concurrency));
-    let slot_freed = Arc::new(Notify::new());
-    let tasks = TaskTracker::new();
+    let work = Work {
+        node: node.clone(),
+        tasks: TaskTracker::new(),
+        in_hand: Arc::default(),
+        slot_freed: Arc::new(Notify::new()),
+    };
+    // Requests that failed and may have taken effect, as of the last look.
+    let mut failures_seen = node.redis.failures();
+    let mut look_again = tokio::time::interval(Duration::from_secs(1));
+    look_again.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut role = node.watch_role();
     let mut id_changes = node.watch_id();
     // The last claim filled every slot and left messages queued.
@@ -46,10 +150,16 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
                 _ = role.changed() => continue,
             }
         }
+        let failures = node.redis.failures();
+        if failures != failures_seen && work.adopt_orphans(&node.id()).await.is_ok() {
+            failures_seen = failures;
+        }
         if !more {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = role.changed() => continue,
+                // Once a second, back to the top to look for orphans.
+                _ = look_again.tick() => continue,
                 _ = node.signals.wake.notified() => {}
             }
         }
@@ -58,7 +168,7 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
             more = true;
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = slot_freed.notified() => continue,
+                _ = work.slot_freed.notified() => continue,
             }
         }
         let id = node.id();
@@ -67,12 +177,7 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
                 backoff = Duration::from_millis(50);
                 more = left > 0;
                 for (item, permit) in items.into_iter().zip(permits) {
-                    let (node, id, slot_freed) = (node.clone(), id.clone(), slot_freed.clone());
-                    tasks.spawn(async move {
-                        process(&node, &id, item).await;
-                        drop(permit);
-                        slot_freed.notify_one();
-                    });
+                    work.spawn(&id, item, Some(permit));
                 }
             }
             Ok(Claim::Expired) => {
@@ -95,6 +200,7 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
             }
         }
     }
+    let tasks = &work.tasks;
     tasks.close();
     if !tasks.is_empty() {
         info!(in_hand = tasks.len(), "waiting for the messages in hand");
@@ -119,14 +225,14 @@ fn free_slots(slots: &Arc<Semaphore>) -> Vec<OwnedSemaphorePermit> {
 /// Works on one claimed item and commits the result, retrying the commit
 /// while Redis cannot be reached: the result is kept until it lands or is
 /// refused.
-async fn process(node: &Node, claimed_as: &str, item: Vec<u8>) {
-    let message = Message::decode(&item);
+async fn process(node: &Node, claimed_as: &str, item: &[u8]) {
+    let message = Message::decode(item);
     let record;
     let (outcome, seq) = match &message {
         Err(reason) => {
             record = DeadRecord {
                 reason: reason.clone(),
-                item: String::from_utf8_lossy(&item).into_owned(),
+                item: String::from_utf8_lossy(item).into_owned(),
             }
             .encode();
             (Outcome::Dead(&record), None)
@@ -145,7 +251,7 @@ async fn process(node: &Node, claimed_as: &str, item: Vec<u8>) {
     };
     let mut backoff = Duration::from_millis(50);
     loop {
-        match scripts::ack(&node.redis, &node.keys, claimed_as, &item, outcome).await {
+        match scripts::ack(&node.redis, &node.keys, claimed_as, item, outcome).await {
             Ok(true) => {
                 node.count_processed();
                 log_result(node, &message, outcome);

@@ -37,6 +37,19 @@ fn ids_of(server: &RedisServer, pid: u32) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A generator that reaches Redis through `proxy`, and a copy that does not,
+/// ready to take over; three messages already generated.
+fn proxied_generator_and_direct_copy(server: &RedisServer, proxy: &Proxy) -> (Copy, Copy) {
+    let proxied = Copy::start_via(server, proxy.port, "proxied", ALL_ERRORS);
+    let pid = proxied.pid() as u64;
+    wait_until("the proxied copy to lead", Duration::from_secs(10), || {
+        leader_pid(server) == Some(pid)
+    });
+    let direct = Copy::start(server, "direct", ALL_ERRORS);
+    wait_generated(server, 3, Duration::from_secs(10));
+    (proxied, direct)
+}
+
 #[test]
 fn a_redis_crash_and_restart_with_appendfsync_always_loses_nothing() {
     let _serial = serial();
@@ -72,13 +85,8 @@ fn a_silent_network_stops_the_generator_before_its_lease_expires() {
     let _serial = serial();
     let server = RedisServer::start();
     let proxy = Proxy::start(server.port);
-    let cut_off = Copy::start_via(&server, proxy.port, "cut", ALL_ERRORS);
+    let (cut_off, other) = proxied_generator_and_direct_copy(&server, &proxy);
     let cut_pid = cut_off.pid() as u64;
-    wait_until("the proxied copy to lead", Duration::from_secs(10), || {
-        leader_pid(&server) == Some(cut_pid)
-    });
-    let other = Copy::start(&server, "other", ALL_ERRORS);
-    wait_generated(&server, 3, Duration::from_secs(10));
     proxy.set(Mode::Hold);
     let held_at_ms = redis_ql::message::now_ms();
     wait_until("another generator", Duration::from_secs(10), || {
@@ -133,13 +141,8 @@ fn a_slow_redis_never_makes_two_generators_and_the_cadence_recovers() {
     let _serial = serial();
     let server = RedisServer::start();
     let proxy = Proxy::start(server.port);
-    let slow = Copy::start_via(&server, proxy.port, "slow", ALL_ERRORS);
+    let (slow, fast) = proxied_generator_and_direct_copy(&server, &proxy);
     let slow_pid = slow.pid() as u64;
-    wait_until("the proxied copy to lead", Duration::from_secs(10), || {
-        leader_pid(&server) == Some(slow_pid)
-    });
-    let fast = Copy::start(&server, "fast", ALL_ERRORS);
-    wait_generated(&server, 3, Duration::from_secs(10));
     proxy.set(Mode::Delay(Duration::from_millis(400)));
     wait_until(
         "the fast copy to take over",
@@ -516,4 +519,43 @@ fn a_processor_paused_for_long_rejoins_under_a_new_id_and_its_old_claims_have_no
             record.seq
         );
     }
+}
+
+#[test]
+fn a_claim_whose_answer_is_lost_does_not_strand_its_messages() {
+    let _serial = serial();
+    let server = RedisServer::start();
+    let proxy = Proxy::start(server.port);
+    let mut late = Copy::start_via(&server, proxy.port, "late", &with(&["--role", "processor"]));
+    let mut id = Vec::new();
+    wait_until("the copy to register", Duration::from_secs(10), || {
+        id = ids_of(&server, late.pid());
+        !id.is_empty()
+    });
+    // What a claim leaves behind when Redis ran it but its answer was lost:
+    // a message in the copy's processing list that the copy knows nothing of.
+    let mut conn = server.conn();
+    let _: () = conn.set("{app}:seq", 1).expect("set");
+    let message = r#"{"seq":1,"epoch":1,"producer":"p","text":"orphan","generated_at_ms":1}"#;
+    let _: () = conn
+        .lpush(format!("{{app}}:processing:{}", id[0]), message)
+        .expect("lpush");
+    // The connection drops: the copy cannot tell which answers it missed.
+    proxy.cut();
+    wait_until(
+        "the orphan to be taken up and processed",
+        Duration::from_secs(10),
+        || {
+            let s = status(&server);
+            s["in_flight"].as_u64() == Some(0) && s["processed"].as_u64() == Some(1)
+        },
+    );
+    let log = late.log_text();
+    assert!(
+        log.contains("took up messages claimed by a request whose answer was lost"),
+        "{log}"
+    );
+    stop_all(&server, std::slice::from_mut(&mut late));
+    let records = audit_exactly_once(&server, &get_errors(&server));
+    assert_eq!(records[0].text, "orphan");
 }
