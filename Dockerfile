@@ -3,6 +3,7 @@ FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY generators generators
+COPY checker checker
 COPY config config
 COPY src src
 RUN cargo build --release --locked --bin app && strip target/release/app

@@ -37,6 +37,21 @@ fn ids_of(server: &RedisServer, pid: u32) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Waits until `copy` holds at least one message.
+fn wait_holding(server: &RedisServer, copy: &Copy) {
+    let pid = copy.pid() as u64;
+    wait_until(
+        "the copy to hold a message",
+        Duration::from_secs(10),
+        || {
+            status(server)["workers"].as_array().is_some_and(|ws| {
+                ws.iter()
+                    .any(|w| w["pid"].as_u64() == Some(pid) && w["in_flight"].as_u64() > Some(0))
+            })
+        },
+    );
+}
+
 /// A generator that reaches Redis through `proxy`, and a copy that does not,
 /// ready to take over; three messages already generated.
 fn proxied_generator_and_direct_copy(server: &RedisServer, proxy: &Proxy) -> (Copy, Copy) {
@@ -238,18 +253,7 @@ fn sigterm_on_a_processor_finishes_what_it_holds_then_gives_back_the_rest() {
             "4",
         ]),
     );
-    wait_until(
-        "the patient copy to hold a message",
-        Duration::from_secs(10),
-        || {
-            status(&server)["workers"].as_array().is_some_and(|ws| {
-                ws.iter().any(|w| {
-                    w["pid"].as_u64() == Some(patient.pid() as u64)
-                        && w["in_flight"].as_u64() > Some(0)
-                })
-            })
-        },
-    );
+    wait_holding(&server, &patient);
     patient.signal("TERM");
     assert_eq!(patient.wait_exit(Duration::from_secs(10)), Some(0));
     let log = patient.log_text();
@@ -270,18 +274,7 @@ fn sigterm_on_a_processor_finishes_what_it_holds_then_gives_back_the_rest() {
             "300",
         ]),
     );
-    wait_until(
-        "the hasty copy to hold a message",
-        Duration::from_secs(10),
-        || {
-            status(&server)["workers"].as_array().is_some_and(|ws| {
-                ws.iter().any(|w| {
-                    w["pid"].as_u64() == Some(hasty.pid() as u64)
-                        && w["in_flight"].as_u64() > Some(0)
-                })
-            })
-        },
-    );
+    wait_holding(&server, &hasty);
     let stopped = Instant::now();
     hasty.signal("TERM");
     assert_eq!(hasty.wait_exit(Duration::from_secs(5)), Some(0));
@@ -328,14 +321,7 @@ fn a_second_signal_exits_at_once_and_the_janitor_recovers() {
             "4",
         ]),
     );
-    wait_until("it holds a message", Duration::from_secs(10), || {
-        status(&server)["workers"].as_array().is_some_and(|ws| {
-            ws.iter().any(|w| {
-                w["pid"].as_u64() == Some(stubborn.pid() as u64)
-                    && w["in_flight"].as_u64() > Some(0)
-            })
-        })
-    });
+    wait_holding(&server, &stubborn);
     stubborn.signal("TERM");
     wait_until(
         "the first signal to be heard",

@@ -53,6 +53,16 @@ async fn enqueue_as(redis: &Redis, keys: &Keys, holder: &str) -> Option<u64> {
     .expect("enqueue")
 }
 
+/// Copy "g" takes the lease (epoch 1) and enqueues seqs 1, 2, 3.
+async fn queue_three(redis: &Redis, keys: &Keys) {
+    scripts::acquire_lease(redis, keys, "g", 10_000)
+        .await
+        .expect("acquire");
+    for seq in 1..=3 {
+        assert_eq!(enqueue_as(redis, keys, "1:g").await, Some(seq));
+    }
+}
+
 #[tokio::test]
 async fn the_lease_goes_to_one_copy_with_a_growing_epoch() {
     let server = RedisServer::start();
@@ -169,12 +179,7 @@ async fn the_fenced_enqueue_refuses_stale_epochs_and_non_holders_without_gaps() 
 async fn a_claim_needs_a_live_heartbeat() {
     let server = RedisServer::start();
     let (redis, keys) = connect(&server).await;
-    scripts::acquire_lease(&redis, &keys, "g", 10_000)
-        .await
-        .expect("acquire");
-    for _ in 0..3 {
-        enqueue_as(&redis, &keys, "1:g").await;
-    }
+    queue_three(&redis, &keys).await;
     assert_eq!(
         scripts::claim(&redis, &keys, "ghost", 5)
             .await
@@ -218,12 +223,7 @@ async fn counters(redis: &Redis, keys: &Keys) -> (Option<u64>, u64, Option<u64>,
 async fn an_ack_commits_once_and_one_after_a_reclaim_is_refused_and_changes_nothing() {
     let server = RedisServer::start();
     let (redis, keys) = connect(&server).await;
-    scripts::acquire_lease(&redis, &keys, "g", 10_000)
-        .await
-        .expect("acquire");
-    for _ in 0..3 {
-        enqueue_as(&redis, &keys, "1:g").await;
-    }
+    queue_three(&redis, &keys).await;
     register(&redis, &keys, "c").await;
     let Claim::Claimed { items, .. } = scripts::claim(&redis, &keys, "c", 3).await.expect("claim")
     else {
