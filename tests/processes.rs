@@ -465,3 +465,61 @@ fn a_copy_holds_two_named_connections_whatever_its_concurrency() {
     );
     stop_all(&server, &mut copies);
 }
+
+#[test]
+fn promotion_never_waits_for_work_in_progress() {
+    let _serial = serial();
+    let server = RedisServer::start();
+    let fast = ["--interval-ms", "20"];
+    let mut generator = Copy::start(&server, "gen", &[ALL_ERRORS, &fast].concat());
+    let old = wait_leader(&server, None);
+    let busy_args = [
+        ALL_ERRORS,
+        &fast,
+        &["--concurrency", "100", "--work-ms", "5000"],
+    ]
+    .concat();
+    let busy = Copy::start(&server, "busy", &busy_args);
+    wait_until(
+        "the busy copy to hold 50 messages",
+        Duration::from_secs(10),
+        || {
+            status(&server)["workers"].as_array().is_some_and(|ws| {
+                ws.iter().any(|w| {
+                    w["pid"].as_u64() == Some(busy.pid() as u64)
+                        && w["in_flight"].as_u64() >= Some(50)
+                })
+            })
+        },
+    );
+    generator.kill9();
+    let killed_at = redis_ql::message::now_ms();
+    wait_leader(&server, Some(old));
+    let after = generated(&server);
+    wait_generated(&server, after + 1, Duration::from_secs(5));
+    let s = status(&server);
+    let held = s["workers"]
+        .as_array()
+        .and_then(|ws| {
+            ws.iter()
+                .find(|w| w["pid"].as_u64() == Some(busy.pid() as u64))
+        })
+        .and_then(|w| w["in_flight"].as_u64())
+        .unwrap_or(0);
+    assert!(
+        held >= 50,
+        "still busy with the old work while generating: {held}"
+    );
+    let first_new = timeline(&server, &[])
+        .into_iter()
+        .find(|m| m.epoch > 1)
+        .expect("a message of the new epoch");
+    let took = first_new.generated_at_ms.saturating_sub(killed_at);
+    eprintln!(
+        "first message of the new generator {took} ms after kill -9, with {held} messages in hand"
+    );
+    assert!(took <= 1000 + 20 + 100, "promotion took {took} ms");
+    let mut copies = vec![busy];
+    stop_all(&server, &mut copies);
+    audit_exactly_once(&server, &get_errors(&server));
+}
