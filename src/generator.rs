@@ -1,4 +1,7 @@
 //! The generator loop: one message per tick, each one a fenced enqueue.
+//! At `--interval-ms 0` (benchmarks) it enqueues batches of 64 in one fenced
+//! step instead, and waits while the queue holds 10,000, so that it cannot
+//! outrun the processors into Redis's memory.
 //!
 //! Ticks lie on a fixed grid of `--interval-ms` from the first one, so there
 //! is no drift; a tick missed (a slow Redis, a paused process) is skipped,
@@ -10,11 +13,16 @@ use crate::escape::for_terminal;
 use crate::lease::HeldLease;
 use crate::message::{now_ms, NewMessage};
 use crate::node::Node;
-use crate::scripts::{self, LastEnqueue};
+use crate::scripts::{self, Enqueued, LastEnqueue};
 use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+/// Messages per fenced enqueue at `--interval-ms 0`.
+const FAST_BATCH: usize = 64;
+/// At `--interval-ms 0`, the queue length at which the generator waits.
+const FAST_QUEUE_CAP: u64 = 10_000;
 
 /// Generates while `lease` is valid, until `stop` is cancelled. Cancels
 /// `stop` itself when an enqueue is refused: the lease is gone.
@@ -35,8 +43,13 @@ pub async fn run(
     let interval = node.settings.interval;
     let producer = node.id();
     if interval.is_zero() {
+        // As fast as possible: batches, and a pause while the queue is full,
+        // so that a generator faster than its processors cannot fill Redis.
         while !stop.is_cancelled() && lease.is_valid() {
-            emit(node, lease, &producer, source.next_text(), stop).await;
+            let texts: Vec<String> = (0..FAST_BATCH).map(|_| source.next_text()).collect();
+            if !emit(node, lease, &producer, &texts, FAST_QUEUE_CAP, stop).await {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
         }
         return;
     }
@@ -57,7 +70,7 @@ pub async fn run(
             );
             return;
         }
-        emit(node, lease, &producer, std::mem::take(&mut text), stop).await;
+        emit(node, lease, &producer, std::slice::from_ref(&text), 0, stop).await;
         text = source.next_text();
     }
 }
@@ -74,39 +87,59 @@ pub fn first_tick(last: Option<&LastEnqueue>, interval: Duration, now_ms: u64) -
     Duration::from_millis(due.saturating_sub(now_ms)).min(interval)
 }
 
+/// Enqueues `texts` in one fenced step; false when the queue was at
+/// `queue_cap` and nothing was written.
 async fn emit(
     node: &Node,
     lease: &HeldLease,
     producer: &str,
-    text: String,
+    texts: &[String],
+    queue_cap: u64,
     stop: &CancellationToken,
-) {
+) -> bool {
     let generated_at_ms = now_ms();
-    let message = NewMessage {
-        epoch: lease.epoch,
-        producer,
-        text: &text,
-        generated_at_ms,
-    };
+    let bodies: Vec<String> = texts
+        .iter()
+        .map(|text| {
+            NewMessage {
+                epoch: lease.epoch,
+                producer,
+                text,
+                generated_at_ms,
+            }
+            .encode_after_seq()
+        })
+        .collect();
     let last = LastEnqueue {
         generated_at_ms,
         epoch: lease.epoch,
         producer: producer.to_string(),
     };
-    match scripts::enqueue(
+    let enqueued = scripts::enqueue(
         &node.redis,
         &node.keys,
         &lease.holder,
-        &message.encode_after_seq(),
+        &bodies,
         &last,
+        queue_cap,
     )
-    .await
-    {
-        Ok(Some(seq)) if node.chatty() => {
-            info!(seq, epoch = lease.epoch, text = %for_terminal(&text), "generated")
+    .await;
+    match enqueued {
+        Ok(Enqueued::Accepted { first_seq }) if node.chatty() => {
+            for (seq, text) in (first_seq..).zip(texts) {
+                info!(seq, epoch = lease.epoch, text = %for_terminal(text), "generated");
+            }
         }
-        Ok(Some(seq)) => debug!(seq, epoch = lease.epoch, "generated"),
-        Ok(None) => {
+        Ok(Enqueued::Accepted { first_seq }) => {
+            debug!(
+                first_seq,
+                count = texts.len(),
+                epoch = lease.epoch,
+                "generated"
+            )
+        }
+        Ok(Enqueued::QueueFull) => return false,
+        Ok(Enqueued::NotHolder) => {
             warn!(
                 epoch = lease.epoch,
                 "enqueue refused: the lease is no longer ours"
@@ -115,6 +148,7 @@ async fn emit(
         }
         Err(e) => debug!(error = %e, "enqueue failed; the tick is skipped"),
     }
+    true
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //! poll), a fresh subscription, or a slot freed while the last claim left
 //! messages behind. Each result is committed by the ack script in the same
 //! step that removes the message from the processing list; an ack the script
-//! refuses (the janitor took the message back) has no effect.
+//! refuses (the janitor took the message back) has no effect. Results that
+//! are ready at the same moment share one ack call.
 
 use crate::escape::for_terminal;
 use crate::message::{now_ms, DeadRecord, ErrorRecord, Message};
@@ -16,7 +17,7 @@ use rand::RngExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -75,6 +76,58 @@ struct Work {
     tasks: TaskTracker,
     in_hand: Arc<InHand>,
     slot_freed: Arc<Notify>,
+    acks: mpsc::UnboundedSender<Ack>,
+}
+
+/// A result waiting to be committed, and where its answer goes.
+struct Ack {
+    claimed_as: Arc<str>,
+    item: Vec<u8>,
+    outcome: Outcome,
+    answer: oneshot::Sender<bool>,
+}
+
+/// The most results one ack script commits.
+const ACK_BATCH: usize = 64;
+
+/// Commits results as they come, many in one script call when many are
+/// ready at once, retrying while Redis cannot be reached: a result is kept
+/// until it lands or is refused. Ends when every sender is gone.
+async fn commit_results(node: Arc<Node>, mut acks: mpsc::UnboundedReceiver<Ack>) {
+    while let Some(first) = acks.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < ACK_BATCH {
+            match acks.try_recv() {
+                Ok(ack) => batch.push(ack),
+                Err(_) => break,
+            }
+        }
+        // One call per processing list (a re-registered copy may have two).
+        while !batch.is_empty() {
+            let id = batch[0].claimed_as.clone();
+            let (same, rest): (Vec<Ack>, Vec<Ack>) =
+                batch.into_iter().partition(|a| a.claimed_as == id);
+            batch = rest;
+            let results: Vec<(Vec<u8>, Outcome)> = same
+                .iter()
+                .map(|a| (a.item.clone(), a.outcome.clone()))
+                .collect();
+            let mut backoff = Duration::from_millis(50);
+            let answers = loop {
+                match scripts::ack(&node.redis, &node.keys, &id, &results).await {
+                    Ok(answers) => break answers,
+                    Err(e) => {
+                        debug!(error = %e, count = results.len(), "ack failed; keeping the results and retrying");
+                        tokio::time::sleep(crate::connection::jitter(backoff)).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                }
+            };
+            for (ack, committed) in same.into_iter().zip(answers) {
+                let _ = ack.answer.send(committed);
+            }
+        }
+    }
 }
 
 impl Work {
@@ -87,8 +140,9 @@ impl Work {
             self.in_hand.clone(),
             self.slot_freed.clone(),
         );
+        let acks = self.acks.clone();
         self.tasks.spawn(async move {
-            process(&node, &id, &item).await;
+            process(&node, &id, &item, &acks).await;
             in_hand.remove(&item);
             drop(permit);
             slot_freed.notify_one();
@@ -124,11 +178,14 @@ impl Work {
 /// timeout for the messages in hand.
 pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(node.settings.concurrency));
+    let (acks, pending) = mpsc::unbounded_channel();
+    tokio::spawn(commit_results(node.clone(), pending));
     let work = Work {
         node: node.clone(),
         tasks: TaskTracker::new(),
         in_hand: Arc::default(),
         slot_freed: Arc::new(Notify::new()),
+        acks,
     };
     // Requests that failed and may have taken effect, as of the last look.
     let mut failures_seen = node.redis.failures();
@@ -222,58 +279,62 @@ fn free_slots(slots: &Arc<Semaphore>) -> Vec<OwnedSemaphorePermit> {
         .collect()
 }
 
-/// Works on one claimed item and commits the result, retrying the commit
-/// while Redis cannot be reached: the result is kept until it lands or is
-/// refused.
-async fn process(node: &Node, claimed_as: &str, item: &[u8]) {
+/// Works on one claimed item and hands the result to the committer.
+async fn process(
+    node: &Node,
+    claimed_as: &Arc<str>,
+    item: &[u8],
+    acks: &mpsc::UnboundedSender<Ack>,
+) {
     let message = Message::decode(item);
-    let record;
     let (outcome, seq) = match &message {
         Err(reason) => {
-            record = DeadRecord {
+            let record = DeadRecord {
                 reason: reason.clone(),
                 item: String::from_utf8_lossy(item).into_owned(),
-            }
-            .encode();
-            (Outcome::Dead(&record), None)
+            };
+            (Outcome::Dead(record.encode()), None)
         }
         Ok(message) => {
             if !node.settings.work.is_zero() {
                 tokio::time::sleep(node.settings.work).await;
             }
             if rand::rng().random_bool(node.settings.error_rate) {
-                record = ErrorRecord::new(message, claimed_as, now_ms()).encode();
-                (Outcome::Error(&record), Some(message.seq))
+                let record = ErrorRecord::new(message, claimed_as, now_ms());
+                (Outcome::Error(record.encode()), Some(message.seq))
             } else {
                 (Outcome::Ok, Some(message.seq))
             }
         }
     };
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        match scripts::ack(&node.redis, &node.keys, claimed_as, item, outcome).await {
-            Ok(true) => {
-                node.count_processed();
-                log_result(node, &message, outcome);
-                return;
-            }
-            Ok(false) => {
-                warn!(
-                    seq,
-                    "ack refused: the message was given back to the queue while this copy held it"
-                );
-                return;
-            }
-            Err(e) => {
-                debug!(seq, error = %e, "ack failed; keeping the result and retrying");
-                tokio::time::sleep(crate::connection::jitter(backoff)).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
+    let (answer, committed) = oneshot::channel();
+    let ack = Ack {
+        claimed_as: claimed_as.clone(),
+        item: item.to_vec(),
+        outcome: outcome.clone(),
+        answer,
+    };
+    if acks.send(ack).is_err() {
+        return;
+    }
+    match committed.await {
+        Ok(true) => {
+            node.count_processed();
+            log_result(node, &message, &outcome);
         }
+        Ok(false) => {
+            // Either the janitor gave it back, or an earlier try of this
+            // same ack committed it and only its answer was lost.
+            warn!(
+                seq,
+                "ack refused: the message is no longer in this copy's list"
+            );
+        }
+        Err(_) => {}
     }
 }
 
-fn log_result(node: &Node, message: &Result<Message, String>, outcome: Outcome<'_>) {
+fn log_result(node: &Node, message: &Result<Message, String>, outcome: &Outcome) {
     match (message, outcome) {
         (Err(reason), _) => {
             warn!(reason = %for_terminal(reason), "dead-lettered a queue item that is not a message")

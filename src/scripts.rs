@@ -169,29 +169,48 @@ pub async fn release_lease(redis: &Redis, keys: &Keys, holder: &str) -> RedisRes
     )
 }
 
-/// The fenced enqueue: `Some(seq)` when accepted, `None` when `holder` no
-/// longer holds the lease (nothing was written).
+/// The answer of [`enqueue`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Accepted; the messages are numbered from this seq on, in order.
+    Accepted { first_seq: u64 },
+    /// The caller does not hold the lease: nothing was written.
+    NotHolder,
+    /// The queue is at its cap: nothing was written.
+    QueueFull,
+}
+
+/// The fenced enqueue of `bodies` (each a message's JSON after its seq
+/// field), all or nothing. `queue_cap` 0 means no cap.
 pub async fn enqueue(
     redis: &Redis,
     keys: &Keys,
     holder: &str,
-    body_after_seq: &str,
+    bodies: &[String],
     last: &LastEnqueue,
-) -> RedisResult<Option<u64>> {
-    let seq: u64 = redis.observe(
+    queue_cap: u64,
+) -> RedisResult<Enqueued> {
+    let first: i64 = redis.observe(
         ENQUEUE
             .key(keys.lease())
             .key(keys.seq())
             .key(keys.queue())
             .key(keys.last_enqueue())
             .arg(holder)
-            .arg(body_after_seq)
             .arg(keys.wake_channel())
             .arg(last.encode())
+            .arg(queue_cap)
+            .arg(bodies)
             .invoke_async(&mut redis.conn())
             .await,
     )?;
-    Ok((seq > 0).then_some(seq))
+    Ok(match first {
+        0 => Enqueued::NotHolder,
+        n if n < 0 => Enqueued::QueueFull,
+        n => Enqueued::Accepted {
+            first_seq: n as u64,
+        },
+    })
 }
 
 /// The answer of [`claim`].
@@ -226,41 +245,41 @@ pub async fn claim(redis: &Redis, keys: &Keys, copy_id: &str, count: usize) -> R
 }
 
 /// What processing a message came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome<'a> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
     Ok,
     /// An error, with the record to store for `get-errors`.
-    Error(&'a str),
+    Error(String),
     /// Not a message at all, with the dead-letter record.
-    Dead(&'a str),
+    Dead(String),
 }
 
-/// Commits a result and releases the item in one step: true when committed,
-/// false when refused because the item is no longer held (nothing changed).
+/// Commits results and releases their items in one step, each answer true
+/// when committed, false when refused because the item is no longer held
+/// (nothing changed for it).
 pub async fn ack(
     redis: &Redis,
     keys: &Keys,
     copy_id: &str,
-    item: &[u8],
-    outcome: Outcome<'_>,
-) -> RedisResult<bool> {
-    let (kind, record) = match outcome {
-        Outcome::Ok => ("ok", ""),
-        Outcome::Error(record) => ("error", record),
-        Outcome::Dead(record) => ("dead", record),
-    };
-    redis.observe(
-        ACK.key(keys.processing(copy_id))
-            .key(keys.processed())
-            .key(keys.errors())
-            .key(keys.errors_total())
-            .key(keys.dead())
-            .arg(item)
-            .arg(kind)
-            .arg(record)
-            .invoke_async(&mut redis.conn())
-            .await,
-    )
+    results: &[(Vec<u8>, Outcome)],
+) -> RedisResult<Vec<bool>> {
+    let mut invocation = ACK.prepare_invoke();
+    invocation
+        .key(keys.processing(copy_id))
+        .key(keys.processed())
+        .key(keys.errors())
+        .key(keys.errors_total())
+        .key(keys.dead());
+    for (item, outcome) in results {
+        let (kind, record) = match outcome {
+            Outcome::Ok => ("ok", ""),
+            Outcome::Error(record) => ("error", record.as_str()),
+            Outcome::Dead(record) => ("dead", record.as_str()),
+        };
+        invocation.arg(item).arg(kind).arg(record);
+    }
+    let answers: Vec<i64> = redis.observe(invocation.invoke_async(&mut redis.conn()).await)?;
+    Ok(answers.into_iter().map(|a| a == 1).collect())
 }
 
 /// The answer of [`heartbeat`].

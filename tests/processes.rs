@@ -523,3 +523,36 @@ fn promotion_never_waits_for_work_in_progress() {
     stop_all(&server, &mut copies);
     audit_exactly_once(&server, &get_errors(&server));
 }
+
+#[test]
+fn as_fast_as_possible_every_message_is_still_processed_exactly_once() {
+    let _serial = serial();
+    let server = RedisServer::start();
+    let mut generator = Copy::start(
+        &server,
+        "gen",
+        &[ALL_ERRORS, &["--interval-ms", "0"]].concat(),
+    );
+    wait_leader(&server, None);
+    let processor = [ALL_ERRORS, &["--role", "processor", "--concurrency", "64"]].concat();
+    let mut victim = Copy::start(&server, "victim", &processor);
+    let survivor = Copy::start(&server, "survivor", &processor);
+    wait_generated(&server, 5_000, Duration::from_secs(20));
+    victim.kill9();
+    let after = generated(&server);
+    wait_generated(&server, after + 5_000, Duration::from_secs(20));
+    stop_all(&server, std::slice::from_mut(&mut generator));
+    wait_until(
+        "the survivor to drain everything",
+        Duration::from_secs(30),
+        || {
+            let s = status(&server);
+            s["queue"].as_u64() == Some(0) && s["in_flight"].as_u64() == Some(0)
+        },
+    );
+    let mut rest = vec![survivor];
+    stop_all(&server, &mut rest);
+    let records = audit_exactly_once(&server, &get_errors(&server));
+    assert_epochs_never_step_back(&timeline(&server, &records));
+    eprintln!("{} messages, each processed exactly once", records.len());
+}

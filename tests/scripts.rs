@@ -8,7 +8,7 @@ use redis::AsyncCommands;
 use redis_ql::cli::RedisArgs;
 use redis_ql::connection::{self, Redis};
 use redis_ql::keys::Keys;
-use redis_ql::scripts::{self, Acquired, Claim, LastEnqueue, Outcome};
+use redis_ql::scripts::{self, Acquired, Claim, Enqueued, LastEnqueue, Outcome};
 use redis_ql::settings;
 use std::time::Duration;
 
@@ -41,16 +41,25 @@ async fn register(redis: &Redis, keys: &Keys, id: &str) {
     assert!(beat.alive);
 }
 
+const BODY: &str = r#","epoch":1,"producer":"p","text":"t","generated_at_ms":1}"#;
+
 async fn enqueue_as(redis: &Redis, keys: &Keys, holder: &str) -> Option<u64> {
-    scripts::enqueue(
-        redis,
-        keys,
-        holder,
-        r#","epoch":1,"producer":"p","text":"t","generated_at_ms":1}"#,
-        &last(),
-    )
-    .await
-    .expect("enqueue")
+    match scripts::enqueue(redis, keys, holder, &[BODY.to_string()], &last(), 0)
+        .await
+        .expect("enqueue")
+    {
+        Enqueued::Accepted { first_seq } => Some(first_seq),
+        Enqueued::NotHolder => None,
+        Enqueued::QueueFull => panic!("no cap was set"),
+    }
+}
+
+/// Acks one item held by copy "c"; whether it was committed.
+async fn ack_one(redis: &Redis, keys: &Keys, item: &[u8], outcome: Outcome) -> bool {
+    let answers = scripts::ack(redis, keys, "c", &[(item.to_vec(), outcome)])
+        .await
+        .expect("ack");
+    answers == [true]
 }
 
 /// Copy "g" takes the lease (epoch 1) and enqueues seqs 1, 2, 3.
@@ -229,19 +238,19 @@ async fn an_ack_commits_once_and_one_after_a_reclaim_is_refused_and_changes_noth
     else {
         panic!("claim");
     };
-    assert!(scripts::ack(&redis, &keys, "c", &items[0], Outcome::Ok)
-        .await
-        .expect("ack"));
+    assert!(ack_one(&redis, &keys, &items[0], Outcome::Ok).await);
     assert!(
-        !scripts::ack(&redis, &keys, "c", &items[0], Outcome::Ok)
-            .await
-            .expect("ack"),
+        !ack_one(&redis, &keys, &items[0], Outcome::Ok).await,
         "twice"
     );
     assert!(
-        scripts::ack(&redis, &keys, "c", &items[1], Outcome::Error("{\"seq\":2}"))
-            .await
-            .expect("ack")
+        ack_one(
+            &redis,
+            &keys,
+            &items[1],
+            Outcome::Error("{\"seq\":2}".into())
+        )
+        .await
     );
     assert_eq!(counters(&redis, &keys).await, (Some(2), 1, Some(1), 0, 0));
     // The copy dies; the janitor gives its last message back.
@@ -252,11 +261,7 @@ async fn an_ack_commits_once_and_one_after_a_reclaim_is_refused_and_changes_noth
         .expect("dead");
     assert_eq!((reclaimed.requeued, reclaimed.dead_lettered), (1, 0));
     let before = counters(&redis, &keys).await;
-    assert!(
-        !scripts::ack(&redis, &keys, "c", &items[2], Outcome::Error("{}"))
-            .await
-            .expect("ack")
-    );
+    assert!(!ack_one(&redis, &keys, &items[2], Outcome::Error("{}".into())).await);
     assert_eq!(
         counters(&redis, &keys).await,
         before,
@@ -390,4 +395,74 @@ async fn a_drain_whose_run_died_goes_back_whole_and_in_order() {
     assert_eq!(errors, vec!["e3", "e2", "e1"], "back where they were");
     let drains: Vec<String> = conn.smembers(keys.drains()).await.expect("smembers");
     assert!(drains.is_empty());
+}
+
+#[tokio::test]
+async fn a_batch_enqueue_is_fenced_numbered_in_order_and_capped() {
+    let server = RedisServer::start();
+    let (redis, keys) = connect(&server).await;
+    scripts::acquire_lease(&redis, &keys, "g", 10_000)
+        .await
+        .expect("acquire");
+    let bodies = vec![BODY.to_string(); 5];
+    let batch = |holder: &'static str, cap: u64| {
+        let (redis, keys, bodies) = (redis.clone(), keys.clone(), bodies.clone());
+        async move {
+            scripts::enqueue(&redis, &keys, holder, &bodies, &last(), cap)
+                .await
+                .expect("enqueue")
+        }
+    };
+    assert_eq!(batch("1:g", 0).await, Enqueued::Accepted { first_seq: 1 });
+    assert_eq!(batch("1:x", 0).await, Enqueued::NotHolder);
+    assert_eq!(batch("1:g", 8).await, Enqueued::Accepted { first_seq: 6 });
+    assert_eq!(
+        batch("1:g", 8).await,
+        Enqueued::QueueFull,
+        "10 queued, cap 8"
+    );
+    let queue: Vec<String> = redis
+        .conn()
+        .lrange(keys.queue(), 0, -1)
+        .await
+        .expect("lrange");
+    let seqs: Vec<u64> = queue
+        .iter()
+        .rev()
+        .map(|item| {
+            redis_ql::message::Message::decode(item.as_bytes())
+                .expect("a message")
+                .seq
+        })
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=10).collect::<Vec<u64>>(),
+        "claimed in seq order, no gaps"
+    );
+}
+
+#[tokio::test]
+async fn a_batch_ack_answers_each_message_on_its_own() {
+    let server = RedisServer::start();
+    let (redis, keys) = connect(&server).await;
+    queue_three(&redis, &keys).await;
+    register(&redis, &keys, "c").await;
+    let Claim::Claimed { items, .. } = scripts::claim(&redis, &keys, "c", 2).await.expect("claim")
+    else {
+        panic!("claim");
+    };
+    let batch = vec![
+        (items[0].clone(), Outcome::Ok),
+        (b"never claimed".to_vec(), Outcome::Ok),
+        (items[1].clone(), Outcome::Error("{\"seq\":2}".into())),
+        (items[0].clone(), Outcome::Ok),
+    ];
+    let answers = scripts::ack(&redis, &keys, "c", &batch).await.expect("ack");
+    assert_eq!(
+        answers,
+        vec![true, false, true, false],
+        "the repeat is refused"
+    );
+    assert_eq!(counters(&redis, &keys).await, (Some(2), 1, Some(1), 1, 0));
 }

@@ -286,9 +286,13 @@ impl Harness {
                     epoch: 0,
                     producer: view.id.clone(),
                 };
-                let got = scripts::enqueue(r, k, &holder, &body, &last)
+                let got = scripts::enqueue(r, k, &holder, std::slice::from_ref(&body), &last, 0)
                     .await
                     .map_err(e)?;
+                let got = match got {
+                    scripts::Enqueued::Accepted { first_seq } => Some(first_seq),
+                    _ => None,
+                };
                 let expected = m.lease.as_ref() == Some(&holder);
                 match (got, expected) {
                     (Some(seq), true) => {
@@ -347,24 +351,25 @@ impl Harness {
                 let raw = view.held.remove(pick as usize % view.held.len());
                 let id = view.id.clone();
                 let item = Item::decode(&raw);
-                let record;
                 let outcome = match (&item, Message::decode(&raw)) {
                     (Item::Message { .. }, Ok(message)) if error => {
-                        record = ErrorRecord::new(&message, &id, 2).encode();
-                        Outcome::Error(&record)
+                        Outcome::Error(ErrorRecord::new(&message, &id, 2).encode())
                     }
                     (Item::Message { .. }, _) => Outcome::Ok,
-                    (Item::Garbage(_), _) => {
-                        record = serde_json::json!({"reason": "not a valid message", "item": String::from_utf8_lossy(&raw)}).to_string();
-                        Outcome::Dead(&record)
-                    }
+                    (Item::Garbage(_), _) => Outcome::Dead(
+                        serde_json::json!({"reason": "not a valid message", "item": String::from_utf8_lossy(&raw)})
+                            .to_string(),
+                    ),
                 };
                 let before = if cfg!(debug_assertions) {
                     Some(snapshot(r, k).await.map_err(e)?)
                 } else {
                     None
                 };
-                let committed = scripts::ack(r, k, &id, &raw, outcome).await.map_err(e)?;
+                let answers = scripts::ack(r, k, &id, &[(raw.clone(), outcome.clone())])
+                    .await
+                    .map_err(e)?;
+                let committed = answers == [true];
                 let list = m.processing.entry(id).or_default();
                 // LREM -1: the occurrence nearest the right end.
                 let position = list.iter().rposition(|held| *held == item);

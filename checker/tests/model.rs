@@ -185,7 +185,8 @@ fn concurrent_copies_keep_the_invariants() {
                             let body = format!(
                                 r#","epoch":0,"producer":"{id}","text":"t","generated_at_ms":1}}"#
                             );
-                            let _ = scripts::enqueue(&redis, &keys, &holder, &body, &last).await;
+                            let _ =
+                                scripts::enqueue(&redis, &keys, &holder, &[body], &last, 0).await;
                         }
                         35..=54 => {
                             if let Ok(Claim::Claimed { items, .. }) =
@@ -202,13 +203,12 @@ fn concurrent_copies_keep_the_invariants() {
                                 redis_ql::message::ErrorRecord::new(&message, &id, 2).encode();
                             let error = rng.random_bool(0.5);
                             let outcome = if error {
-                                Outcome::Error(&record)
+                                Outcome::Error(record)
                             } else {
                                 Outcome::Ok
                             };
-                            if scripts::ack(&redis, &keys, &id, &raw, outcome).await == Ok(true)
-                                && !error
-                            {
+                            let answers = scripts::ack(&redis, &keys, &id, &[(raw, outcome)]).await;
+                            if answers.as_deref() == Ok(&[true][..]) && !error {
                                 acked_ok.lock().expect("lock").insert(message.seq);
                             }
                         }

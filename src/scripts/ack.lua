@@ -1,26 +1,41 @@
--- ack: commit the result of one message in the same step that releases it.
+-- ack: commit the results of messages in the same step that releases them.
 --
--- KEYS[1] processing list of the copy that claimed the message
+-- KEYS[1] processing list of the copy that claimed the messages
 -- KEYS[2] processed        counter of all processed messages
 -- KEYS[3] errors           list of error records, newest on the left
 -- KEYS[4] errors total     counter of all error records ever stored
 -- KEYS[5] dead             dead-letter list, newest on the left
--- ARGV[1] the item exactly as claimed
--- ARGV[2] outcome: 'ok', 'error' or 'dead'
--- ARGV[3] the error record or the dead-letter record ('' for 'ok')
+-- ARGV    three values per message:
+--           the item exactly as claimed,
+--           the outcome: 'ok', 'error' or 'dead',
+--           the error record or the dead-letter record ('' for 'ok')
 --
--- Returns 1 when committed, 0 when refused: the item is no longer in the
--- list (the janitor gave it back to the queue), and nothing changed.
-if redis.call('LREM', KEYS[1], -1, ARGV[1]) == 0 then
-  return 0
+-- Returns one number per message: 1 committed, 0 refused. Refused means the
+-- item is no longer in the list (the janitor gave it back, or an earlier try
+-- of this ack committed it): nothing changed for that message.
+local answers = {}
+local processed, errors = 0, 0
+for i = 1, #ARGV, 3 do
+  if redis.call('LREM', KEYS[1], -1, ARGV[i]) == 0 then
+    answers[#answers + 1] = 0
+  else
+    answers[#answers + 1] = 1
+    local outcome = ARGV[i + 1]
+    if outcome == 'dead' then
+      redis.call('LPUSH', KEYS[5], ARGV[i + 2])
+    else
+      processed = processed + 1
+      if outcome == 'error' then
+        redis.call('LPUSH', KEYS[3], ARGV[i + 2])
+        errors = errors + 1
+      end
+    end
+  end
 end
-if ARGV[2] == 'dead' then
-  redis.call('LPUSH', KEYS[5], ARGV[3])
-  return 1
+if processed > 0 then
+  redis.call('INCRBY', KEYS[2], processed)
 end
-redis.call('INCR', KEYS[2])
-if ARGV[2] == 'error' then
-  redis.call('LPUSH', KEYS[3], ARGV[3])
-  redis.call('INCR', KEYS[4])
+if errors > 0 then
+  redis.call('INCRBY', KEYS[4], errors)
 end
-return 1
+return answers
