@@ -261,6 +261,9 @@ pub struct Signals {
     pub lease_free: Notify,
 }
 
+/// How often the subscriber checks that its connection still answers.
+const SUBSCRIBER_PING: Duration = Duration::from_secs(3);
+
 /// Sends one command on a raw connection and reads its one-line reply.
 async fn raw_command(stream: &mut TcpStream, cmd: &redis::Cmd) -> Result<(), String> {
     stream
@@ -369,8 +372,10 @@ pub async fn subscribe(
         signals.lease_free.notify_one();
         let (mut sink, mut stream) = pubsub.split();
         // A silent network shows no error on a connection that only
-        // listens: a ping every second that does not come back ends it.
-        let mut ping = tokio::time::interval(Duration::from_secs(1));
+        // listens: a ping that does not come back ends it. Every 3 s is
+        // enough, as the heartbeat's poll covers wake-ups missed meanwhile,
+        // and it keeps 200 idle copies cheap.
+        let mut ping = tokio::time::interval(SUBSCRIBER_PING);
         loop {
             let msg = tokio::select! {
                 _ = shutdown.cancelled() => return,

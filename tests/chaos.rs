@@ -344,14 +344,15 @@ fn chaos() {
     );
     let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
     for (_, event) in &chaos.events {
+        // "Redis crash (kill -9)" first: it also says "kill -9".
         let kind = [
+            "Redis crash",
             "kill -9",
             "SIGSTOP",
             "silent link",
             "delay",
             "cut",
             "CLIENT KILL",
-            "Redis crash",
             "restarted",
         ]
         .into_iter()
