@@ -37,6 +37,15 @@ fn ids_of(server: &RedisServer, pid: u32) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Stops the generator, lets a fresh processor drain what is left (within
+/// `deadline`, reclaims included), then stops it too.
+fn finish_with_a_fresh_processor(server: &RedisServer, generator: Copy, deadline: Duration) {
+    let mut finisher = Copy::start(server, "finisher", &with(&["--role", "processor"]));
+    stop_all(server, &mut [generator]);
+    wait_drained(server, deadline);
+    stop_all(server, std::slice::from_mut(&mut finisher));
+}
+
 /// Waits until `copy` holds at least one message.
 fn wait_holding(server: &RedisServer, copy: &Copy) {
     let pid = copy.pid() as u64;
@@ -288,14 +297,7 @@ fn sigterm_on_a_processor_finishes_what_it_holds_then_gives_back_the_rest() {
         hasty.log_text()
     );
     assert!(ids_of(&server, hasty.pid()).is_empty(), "it deregistered");
-    let mut finisher = Copy::start(&server, "finisher", &with(&["--role", "processor"]));
-    let mut copies = vec![generator];
-    stop_all(&server, &mut copies);
-    wait_until("the queue to drain", Duration::from_secs(10), || {
-        let s = status(&server);
-        s["queue"].as_u64() == Some(0) && s["in_flight"].as_u64() == Some(0)
-    });
-    stop_all(&server, std::slice::from_mut(&mut finisher));
+    finish_with_a_fresh_processor(&server, generator, Duration::from_secs(10));
     let records = audit_exactly_once(&server, &get_errors(&server));
     assert!(
         records.iter().all(|r| r.deliveries == 1),
@@ -332,18 +334,7 @@ fn a_second_signal_exits_at_once_and_the_janitor_recovers() {
     stubborn.signal("TERM");
     assert_eq!(stubborn.wait_exit(Duration::from_secs(2)), Some(130));
     assert!(second.elapsed() < Duration::from_secs(1));
-    let mut finisher = Copy::start(&server, "finisher", &with(&["--role", "processor"]));
-    let mut copies = vec![generator];
-    stop_all(&server, &mut copies);
-    wait_until(
-        "the janitor to recover and the queue to drain",
-        Duration::from_secs(15),
-        || {
-            let s = status(&server);
-            s["queue"].as_u64() == Some(0) && s["in_flight"].as_u64() == Some(0)
-        },
-    );
-    stop_all(&server, std::slice::from_mut(&mut finisher));
+    finish_with_a_fresh_processor(&server, generator, Duration::from_secs(15));
     audit_exactly_once(&server, &get_errors(&server));
 }
 
@@ -486,10 +477,7 @@ fn a_processor_paused_for_long_rejoins_under_a_new_id_and_its_old_claims_have_no
     wait_generated(&server, after + 4, Duration::from_secs(10));
     let mut copies = vec![generator];
     stop_all(&server, &mut copies);
-    wait_until("the queue to drain", Duration::from_secs(15), || {
-        let s = status(&server);
-        s["queue"].as_u64() == Some(0) && s["in_flight"].as_u64() == Some(0)
-    });
+    wait_drained(&server, Duration::from_secs(15));
     let mut rest = vec![sleeper, other];
     stop_all(&server, &mut rest);
     let records = audit_exactly_once(&server, &get_errors(&server));

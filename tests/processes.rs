@@ -134,10 +134,7 @@ fn kill_9_of_a_processor_holding_messages_redelivers_them_once() {
     );
     let mut copies = vec![generator];
     stop_all(&server, &mut copies);
-    wait_until("the queue to drain", Duration::from_secs(10), || {
-        let s = status(&server);
-        s["queue"].as_u64() == Some(0) && s["in_flight"].as_u64() == Some(0)
-    });
+    wait_drained(&server, Duration::from_secs(10));
     stop_all(&server, std::slice::from_mut(&mut survivor));
     let records = audit_exactly_once(&server, &get_errors(&server));
     let redelivered: Vec<&Record> = records.iter().filter(|r| r.deliveries == 2).collect();
@@ -542,14 +539,7 @@ fn as_fast_as_possible_every_message_is_still_processed_exactly_once() {
     let after = generated(&server);
     wait_generated(&server, after + 5_000, Duration::from_secs(20));
     stop_all(&server, std::slice::from_mut(&mut generator));
-    wait_until(
-        "the survivor to drain everything",
-        Duration::from_secs(30),
-        || {
-            let s = status(&server);
-            s["queue"].as_u64() == Some(0) && s["in_flight"].as_u64() == Some(0)
-        },
-    );
+    wait_drained(&server, Duration::from_secs(30));
     let mut rest = vec![survivor];
     stop_all(&server, &mut rest);
     let records = audit_exactly_once(&server, &get_errors(&server));

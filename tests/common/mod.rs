@@ -455,6 +455,14 @@ pub fn wait_generated(server: &RedisServer, at_least: u64, deadline: Duration) {
     });
 }
 
+/// Waits until no message is queued or in flight.
+pub fn wait_drained(server: &RedisServer, deadline: Duration) {
+    wait_until("nothing queued or in flight", deadline, || {
+        let s = status(server);
+        s["queue"].as_u64() == Some(0) && s["in_flight"].as_u64() == Some(0)
+    });
+}
+
 pub fn wait_leader(server: &RedisServer, not: Option<u64>) -> u64 {
     let mut pid = 0;
     wait_until("a generator", Duration::from_secs(10), || {
