@@ -18,20 +18,25 @@ use redis_ql::connection::{self, Redis};
 use redis_ql::keys::Keys;
 use redis_ql::scripts::{self, Acquired, Claim, Outcome};
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-struct Shared {
+/// A test's own Redis and the runtime that drives the wrappers against it.
+/// Each test function owns one on its stack, so the `redis-server` is killed
+/// (by `RedisServer`'s Drop) when the test returns or panics; a `static`
+/// would never be dropped and would outlive the test binary.
+struct Fixture {
     runtime: tokio::runtime::Runtime,
     server: common::RedisServer,
 }
 
-fn shared() -> &'static Shared {
-    static SHARED: OnceLock<Shared> = OnceLock::new();
-    SHARED.get_or_init(|| Shared {
-        runtime: tokio::runtime::Runtime::new().expect("a runtime"),
-        server: common::RedisServer::start(),
-    })
+impl Fixture {
+    fn start() -> Self {
+        Self {
+            runtime: tokio::runtime::Runtime::new().expect("a runtime"),
+            server: common::RedisServer::start(),
+        }
+    }
 }
 
 async fn connect(port: u16) -> Redis {
@@ -47,10 +52,9 @@ async fn connect(port: u16) -> Redis {
         .expect("connect")
 }
 
-fn run_sequence(ops: &[Op]) -> Result<(), TestCaseError> {
-    let shared = shared();
-    shared.runtime.block_on(async {
-        let redis = connect(shared.server.port).await;
+fn run_sequence(fixture: &Fixture, ops: &[Op]) -> Result<(), TestCaseError> {
+    fixture.runtime.block_on(async {
+        let redis = connect(fixture.server.port).await;
         let mut harness = Harness::new(redis, "model")
             .await
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -65,11 +69,15 @@ fn run_sequence(ops: &[Op]) -> Result<(), TestCaseError> {
     })
 }
 
-proptest! {
-    #[test]
-    fn the_scripts_keep_every_invariant(ops in prop::collection::vec(any::<Op>(), 1..60)) {
-        run_sequence(&ops)?;
-    }
+/// Proptest's closure form inside a plain test: the cases (the default
+/// count, or `PROPTEST_CASES`, and the saved regressions) all reuse the one
+/// server that this function owns.
+#[test]
+fn the_scripts_keep_every_invariant() {
+    let fixture = Fixture::start();
+    proptest!(|(ops in prop::collection::vec(any::<Op>(), 1..60))| {
+        run_sequence(&fixture, &ops)?;
+    });
 }
 
 #[test]
@@ -126,16 +134,17 @@ fn a_known_sequence_through_every_operation() {
         TakeErrors { run: 0, count: 3 },
         CommitDrain { run: 0 },
     ];
-    run_sequence(&ops).expect("the sequence keeps the invariants");
+    let fixture = Fixture::start();
+    run_sequence(&fixture, &ops).expect("the sequence keeps the invariants");
 }
 
 /// Several copies at once, each a tokio task doing random work through the
 /// real wrappers; no model, only the invariants at the end.
 #[test]
 fn concurrent_copies_keep_the_invariants() {
-    let shared = shared();
-    shared.runtime.block_on(async {
-        let redis = connect(shared.server.port).await;
+    let fixture = Fixture::start();
+    fixture.runtime.block_on(async {
+        let redis = connect(fixture.server.port).await;
         let keys = Keys::new("concurrent");
         let mut conn = redis.conn();
         let old: Vec<String> = redis::AsyncCommands::keys(&mut conn, "{concurrent}:*")
