@@ -106,6 +106,9 @@ pub struct StartArgs {
     /// On SIGTERM/SIGINT, time to finish messages in hand [default: 10000]
     #[arg(long, value_name = "N")]
     pub shutdown_timeout_ms: Option<u64>,
+    /// Queue items larger than this go to dead-letter, keeping their first N bytes [default: 1048576]
+    #[arg(long, value_name = "N")]
+    pub max_item_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Args)]

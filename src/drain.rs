@@ -1,30 +1,80 @@
 //! `app get-errors`: takes the stored errors out of Redis and prints them,
 //! losing none and printing none twice.
 //!
-//! Each batch moves atomically into this run's own draining list (guarded by
-//! a lock key with an expiry), is written out and flushed, and only then is
-//! the draining list deleted. If the run dies first, the janitor returns the
-//! batch to the errors list once the lock expires; if writing fails, the run
-//! returns the batch itself. Two runs at once take disjoint batches.
+//! Each batch moves atomically into this run's own draining list, guarded by
+//! a lock key with a short expiry that a task of its own renews every second
+//! for as long as the process lives, however slowly its reader reads. Lines
+//! are written oldest first and settled (forgotten in Redis) once written:
+//! at the end of the batch, and every second while a slow reader holds it
+//! up. The run writes a line only while it knows its lock holds (by its own
+//! monotonic clock, as the generator knows its lease), so a run that was
+//! stopped longer than the lock lives stops instead of printing what has
+//! gone back. If the run dies, whoever looks next (a copy's janitor, or the
+//! next get-errors, which looks first) returns its batch to the errors list;
+//! if writing fails, the run returns the unwritten rest itself. Two runs at
+//! once take disjoint batches.
 
 use crate::connection::Redis;
 use crate::error::Error;
 use crate::escape::{bytes_for_terminal, for_terminal, json_for_terminal};
 use crate::keys::Keys;
 use crate::message::ErrorRecord;
-use crate::scripts;
+use crate::{janitor, scripts};
 use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// Errors taken per round trip.
 const BATCH: u64 = 100;
-/// How long a batch may take to write before the janitor assumes the run died.
-const LOCK_MS: u64 = 60_000;
+/// How long a run's lock lives unless renewed: how soon a run that died
+/// gives its batch back.
+const LOCK_TTL: Duration = Duration::from_secs(10);
+/// How often a live run renews its lock.
+const LOCK_RENEW: Duration = Duration::from_secs(1);
+/// How often written lines are settled while a slow reader holds a batch up.
+const SETTLE_EVERY: Duration = Duration::from_secs(1);
 
 /// What a run did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Drained {
     pub taken: u64,
+    /// Errors still in Redis: in the errors list or held by other runs.
     pub remaining: u64,
+    /// Of `remaining`, those held by other get-errors runs that are alive.
+    pub held_by_others: u64,
+}
+
+/// Until when this run certainly holds its lock.
+struct Lock(Mutex<Instant>);
+
+impl Lock {
+    fn holds(&self) -> bool {
+        Instant::now() < *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The lock was (re)set by a request sent at `sent`.
+    fn set_at(&self, sent: Instant) {
+        // A tenth is kept back for clocks that run at different rates.
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = sent + LOCK_TTL - LOCK_TTL / 10;
+    }
+}
+
+/// Keeps the run's lock alive until `stop`, whatever the writer is doing.
+async fn renew(redis: Redis, keys: Keys, run_id: String, lock: Arc<Lock>, stop: CancellationToken) {
+    let mut ticker = tokio::time::interval(LOCK_RENEW);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let sent = Instant::now();
+        let ttl = LOCK_TTL.as_millis() as u64;
+        if let Ok(true) = scripts::renew_drain_lock(&redis, &keys, &run_id, ttl).await {
+            lock.set_at(sent);
+        }
+    }
 }
 
 /// Takes up to `limit` errors (all when `None`), writing each to `out`.
@@ -35,73 +85,180 @@ pub async fn run(
     json: bool,
     out: &mut impl Write,
 ) -> Result<Drained, Error> {
-    let run_id = uuid::Uuid::new_v4().simple().to_string();
     let fail = |e: redis::RedisError| Error::from_redis(redis.address(), &e);
+    // Runs that died give their batches back first, even when no copy runs.
+    janitor::return_abandoned_drains(redis, keys)
+        .await
+        .map_err(fail)?;
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let lock = Arc::new(Lock(Mutex::new(Instant::now())));
+    let stop_renewing = CancellationToken::new();
+    let mut renewing = None;
     let mut taken = 0u64;
     let result = loop {
         let want = limit.map_or(BATCH, |limit| (limit - taken).min(BATCH));
         if want == 0 {
             break Ok(());
         }
-        let batch = scripts::take_errors(redis, keys, &run_id, want, LOCK_MS)
-            .await
-            .map_err(fail)?;
+        let sent = Instant::now();
+        let ttl = LOCK_TTL.as_millis() as u64;
+        let batch = match scripts::take_errors(redis, keys, &run_id, want, ttl).await {
+            Ok(batch) => batch,
+            Err(e) => break Err(fail(e)),
+        };
+        lock.set_at(sent);
+        renewing.get_or_insert_with(|| {
+            tokio::spawn(renew(
+                redis.clone(),
+                keys.clone(),
+                run_id.clone(),
+                lock.clone(),
+                stop_renewing.clone(),
+            ))
+        });
         if batch.is_empty() {
             break Ok(());
         }
-        if let Err(e) = write_batch(&batch, json, out) {
+        let written = write_batch(redis, keys, &run_id, &batch, json, out, &lock).await;
+        taken += written.settled;
+        if let Some(e) = written.error {
             break Err(e);
         }
-        let deleted: redis::RedisResult<i64> = redis.observe(
-            redis::cmd("DEL")
-                .arg(keys.draining(&run_id))
-                .query_async(&mut redis.conn())
-                .await,
-        );
-        deleted.map_err(fail)?;
-        taken += batch.len() as u64;
     };
+    stop_renewing.cancel();
+    if let Some(renewing) = renewing {
+        let _ = renewing.await;
+    }
     // Done or failed: drop the lock, and give back whatever is still held
     // (nothing when every batch was written).
-    let mut conn = redis.conn();
-    let _: redis::RedisResult<i64> = redis::cmd("DEL")
-        .arg(keys.drain_lock(&run_id))
-        .query_async(&mut conn)
-        .await;
+    let _: redis::RedisResult<i64> = redis.observe(
+        redis::cmd("DEL")
+            .arg(keys.drain_lock(&run_id))
+            .query_async(&mut redis.conn())
+            .await,
+    );
     let returned = scripts::return_drain(redis, keys, &run_id)
         .await
-        .map_err(fail)?;
+        .map_err(fail)?
+        .unwrap_or(0);
     if let Err(e) = result {
-        let returned = returned.unwrap_or(0);
-        return Err(Error::Output(format!(
-            "{e}; the {returned} errors of the unfinished batch went back to Redis (some may print again next time)"
-        )));
+        return Err(match e {
+            Error::Output(e) => Error::Output(format!(
+                "{e}; {taken} errors were written, and the {returned} not written went back to Redis"
+            )),
+            e => e,
+        });
     }
-    let remaining: u64 = redis
-        .observe(
-            redis::cmd("LLEN")
-                .arg(keys.errors())
-                .query_async(&mut conn)
-                .await,
-        )
-        .map_err(fail)?;
-    Ok(Drained { taken, remaining })
+    let (remaining, held_by_others) = remaining(redis, keys).await.map_err(fail)?;
+    Ok(Drained {
+        taken,
+        remaining,
+        held_by_others,
+    })
 }
 
-fn write_batch(batch: &[Vec<u8>], json: bool, out: &mut impl Write) -> std::io::Result<()> {
-    for raw in batch {
-        let line = match (ErrorRecord::decode(raw), json) {
-            (Ok(record), true) => json_for_terminal(record.encode()),
-            (Ok(record), false) => human_line(&record),
-            // Not a record: still printed, escaped, never dropped.
-            (Err(_), true) => json_for_terminal(
-                serde_json::json!({ "raw": String::from_utf8_lossy(raw) }).to_string(),
-            ),
-            (Err(_), false) => format!("(not an error record) {}", bytes_for_terminal(raw)),
-        };
-        writeln!(out, "{line}")?;
+/// The errors left in Redis, and how many of them other live runs hold.
+async fn remaining(redis: &Redis, keys: &Keys) -> redis::RedisResult<(u64, u64)> {
+    let mut conn = redis.conn();
+    let (queued, runs): (u64, Vec<String>) = redis.observe(
+        redis::pipe()
+            .llen(keys.errors())
+            .smembers(keys.drains())
+            .query_async(&mut conn)
+            .await,
+    )?;
+    if runs.is_empty() {
+        return Ok((queued, 0));
     }
-    out.flush()
+    let mut lengths = redis::pipe();
+    for run in &runs {
+        lengths.llen(keys.draining(run));
+    }
+    let held: Vec<u64> = redis.observe(lengths.query_async(&mut conn).await)?;
+    let held: u64 = held.iter().sum();
+    Ok((queued + held, held))
+}
+
+/// How far writing a batch got.
+struct Written {
+    /// Lines written and forgotten in Redis.
+    settled: u64,
+    error: Option<Error>,
+}
+
+/// Writes `batch` oldest first and settles what is written; stops at the
+/// first failed write, or when the lock can no longer be known to hold.
+async fn write_batch(
+    redis: &Redis,
+    keys: &Keys,
+    run_id: &str,
+    batch: &[Vec<u8>],
+    json: bool,
+    out: &mut impl Write,
+    lock: &Lock,
+) -> Written {
+    let mut settled = 0;
+    let mut unsettled = 0;
+    let mut last_settle = Instant::now();
+    let mut error = None;
+    for raw in batch {
+        if !lock.holds() {
+            error = Some(Error::Output(
+                "get-errors was stopped for longer than its lock lives, so its batch may have gone back to the errors list; stopping rather than print anything twice".to_string(),
+            ));
+            break;
+        }
+        if let Err(e) = writeln!(out, "{}", format_line(raw, json)).and_then(|_| out.flush()) {
+            error = Some(Error::Output(e.to_string()));
+            break;
+        }
+        unsettled += 1;
+        if last_settle.elapsed() >= SETTLE_EVERY {
+            match settle(redis, keys, run_id, unsettled).await {
+                Ok(n) => settled += n,
+                Err(e) => {
+                    error = Some(e);
+                    unsettled = 0;
+                    break;
+                }
+            }
+            unsettled = 0;
+            last_settle = Instant::now();
+        }
+    }
+    if unsettled > 0 {
+        match settle(redis, keys, run_id, unsettled).await {
+            Ok(n) => settled += n,
+            Err(e) => error = error.or(Some(e)),
+        }
+    }
+    Written { settled, error }
+}
+
+/// Forgets `written` lines in Redis; an error when they had gone back.
+async fn settle(redis: &Redis, keys: &Keys, run_id: &str, written: u64) -> Result<u64, Error> {
+    let settled = scripts::settle_drain(redis, keys, run_id, written)
+        .await
+        .map_err(|e| Error::from_redis(redis.address(), &e))?;
+    if settled < written {
+        return Err(Error::Output(format!(
+            "{} errors already written had gone back to the errors list (this run was stopped for longer than its lock lives): they will be printed again",
+            written - settled
+        )));
+    }
+    Ok(settled)
+}
+
+fn format_line(raw: &[u8], json: bool) -> String {
+    match (ErrorRecord::decode(raw), json) {
+        (Ok(record), true) => json_for_terminal(record.encode()),
+        (Ok(record), false) => human_line(&record),
+        // Not a record: still printed, escaped, never dropped.
+        (Err(_), true) => json_for_terminal(
+            serde_json::json!({ "raw": String::from_utf8_lossy(raw) }).to_string(),
+        ),
+        (Err(_), false) => format!("(not an error record) {}", bytes_for_terminal(raw)),
+    }
 }
 
 /// One line for a person: seq, time, producer → processor, text.
@@ -169,11 +326,9 @@ mod tests {
             !line.chars().any(|c| c.is_control() || c == '\u{202e}'),
             "{line}"
         );
-        let mut out = Vec::new();
-        write_batch(&[b"\x1b[31mraw".to_vec()], false, &mut out).unwrap();
         assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "(not an error record) \\x1b[31mraw\n"
+            format_line(b"\x1b[31mraw", false),
+            "(not an error record) \\x1b[31mraw"
         );
     }
 }

@@ -11,6 +11,8 @@ pub enum Error {
     Unreachable { address: String, detail: String },
     #[error("Redis at {address} refused to log in: {detail}; check --pass/REDIS_PASS and --user/REDIS_USER")]
     Auth { address: String, detail: String },
+    #[error("{address} is not a Redis server (it answered something else: {detail}); check --host/--port (or --url)")]
+    NotRedis { address: String, detail: String },
     #[error("Redis at {address} failed: {detail}")]
     Redis { address: String, detail: String },
     #[error("writing to stdout failed: {0}")]
@@ -33,10 +35,102 @@ impl Error {
             || matches!(err.code(), Some("NOAUTH" | "WRONGPASS"));
         if auth {
             Error::Auth { address, detail }
+        } else if err.kind() == redis::ErrorKind::Parse {
+            let detail = detail.split("\\n").next().unwrap_or_default().to_string();
+            Error::NotRedis { address, detail }
         } else if err.is_io_error() || err.is_connection_refusal() || err.is_timeout() {
             Error::Unreachable { address, detail }
         } else {
             Error::Redis { address, detail }
         }
+    }
+}
+
+/// What to check when Redis answers a request with an error, by its code.
+pub fn hint(err: &redis::RedisError) -> &'static str {
+    match err.code() {
+        Some("OOM") => "Redis is at its maxmemory: raise maxmemory or free memory (the queue is never evicted with maxmemory-policy noeviction)",
+        Some("READONLY") => "this Redis is a replica: point --host/--url at the primary",
+        Some("WRONGTYPE") => "another program wrote a key of this namespace: delete or fix the key named; the messages are held until then",
+        Some("NOPERM" | "NOAUTH") => "the Redis user lacks a permission: see the README's ACL line",
+        Some("MISCONF") => "Redis cannot persist (disk full or unwritable?): see its log",
+        Some("BUSY") => "Redis is busy running a long script",
+        Some("LOADING") => "Redis is loading its dataset: wait",
+        _ if err.kind() == redis::ErrorKind::UnexpectedReturnType => {
+            "Redis answered in a shape redis-ql does not know: is this a Redis server of version 3.2 or later?"
+        }
+        _ if err.kind() == redis::ErrorKind::Parse => {
+            "the server does not speak the Redis protocol: is this port a Redis server?"
+        }
+        _ => "see the Redis log",
+    }
+}
+
+/// Whether `err` only says that the connection failed (those are reported
+/// once, by the connection, when it is lost and when it is back).
+pub fn is_connection_error(err: &redis::RedisError) -> bool {
+    err.is_io_error()
+        || err.is_connection_dropped()
+        || err.is_timeout()
+        || err.is_connection_refusal()
+}
+
+/// The last error a copy met, shown in `status`; logged at `error` level the
+/// first time and then at most every [`LastError::REPEAT`] while it repeats,
+/// so that a problem that lasts names itself without flooding the log.
+#[derive(Debug, Default)]
+pub struct LastError {
+    inner: std::sync::Mutex<LastErrorInner>,
+}
+
+#[derive(Debug, Default)]
+struct LastErrorInner {
+    text: Option<String>,
+    at_ms: u64,
+    logged: std::collections::HashMap<String, std::time::Instant>,
+}
+
+impl LastError {
+    pub const REPEAT: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// Records and logs a failed request of `what` (connection failures
+    /// are logged by the connection itself, and only recorded).
+    pub fn report(&self, what: &str, err: &redis::RedisError) {
+        let detail = crate::escape::for_terminal(&err.to_string()).into_owned();
+        let text = format!("{what}: {detail}");
+        let log = !is_connection_error(err) && self.note(&text, what);
+        if log {
+            tracing::error!(error = %detail, check = hint(err), "{what} failed");
+        }
+    }
+
+    /// Records and logs a problem that is not a failed request.
+    pub fn problem(&self, what: &str, detail: &str) {
+        let detail = crate::escape::for_terminal(detail).into_owned();
+        let text = format!("{what}: {detail}");
+        if self.note(&text, what) {
+            tracing::error!(problem = %detail, "{what}");
+        }
+    }
+
+    /// Stores `text`; true when `key` was not logged within REPEAT.
+    fn note(&self, text: &str, key: &str) -> bool {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.text = Some(text.to_string());
+        inner.at_ms = crate::message::now_ms();
+        let now = std::time::Instant::now();
+        match inner.logged.get(key) {
+            Some(at) if now.duration_since(*at) < Self::REPEAT => false,
+            _ => {
+                inner.logged.insert(key.to_string(), now);
+                true
+            }
+        }
+    }
+
+    /// The last error and when it happened (wall clock, ms), if any.
+    pub fn get(&self) -> Option<(String, u64)> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.text.clone().map(|t| (t, inner.at_ms))
     }
 }

@@ -5,9 +5,13 @@
 //!
 //! Ticks lie on a fixed grid of `--interval-ms` from the first one, so there
 //! is no drift; a tick missed (a slow Redis, a paused process) is skipped,
-//! never made up in a burst. A new generator emits its first message at once
-//! unless the newest message is younger than one interval, in which case it
-//! waits for the rest of that interval.
+//! never made up in a burst, and a tick that comes late is skipped too when
+//! the one before it was sent less than an interval (less 10 ms) earlier.
+//! A new generator emits its first message at once unless the newest message
+//! is younger than one interval, in which case it waits for the rest of that
+//! interval. That is judged by Redis's clock, never by comparing two hosts'
+//! clocks: the enqueue script lets the last-enqueue key expire one interval
+//! after the newest message, and the new generator waits out its PTTL.
 
 use crate::escape::for_terminal;
 use crate::lease::HeldLease;
@@ -55,9 +59,14 @@ pub async fn run(
     }
     // Each text is made before its tick, so that the tick stamps and sends it.
     let mut text = source.next_text();
-    let first = first_tick(last.as_ref(), interval, now_ms());
+    let first = match newest_is_new_for(node).await {
+        Some(wait) => wait,
+        None => first_tick(last.as_ref(), interval, now_ms()),
+    };
     let mut ticker = tokio::time::interval_at(Instant::now() + first, interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let closest = interval.saturating_sub(SPACING_SLACK);
+    let mut last_sent: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -70,8 +79,39 @@ pub async fn run(
             );
             return;
         }
+        let now = Instant::now();
+        if last_sent.is_some_and(|sent| now.duration_since(sent) < closest) {
+            // A late tick (the process was paused, or starved) followed by
+            // the one on the grid: the later one waits for the next tick.
+            debug!("skipped a tick too close to the last message");
+            continue;
+        }
+        last_sent = Some(now);
         emit(node, lease, &producer, std::slice::from_ref(&text), 0, stop).await;
         text = source.next_text();
+    }
+}
+
+/// How much closer than the interval two messages may be: timer jitter.
+const SPACING_SLACK: Duration = Duration::from_millis(10);
+
+/// How long, by Redis's clock, the newest message remains younger than one
+/// interval (the PTTL of the last-enqueue key); `None` when that cannot be
+/// told (the key never expires, or the request failed).
+async fn newest_is_new_for(node: &Node) -> Option<Duration> {
+    let pttl: i64 = node
+        .redis
+        .observe(
+            redis::cmd("PTTL")
+                .arg(node.keys.last_enqueue())
+                .query_async(&mut node.redis.conn())
+                .await,
+        )
+        .ok()?;
+    match pttl {
+        -2 => Some(Duration::ZERO),
+        ms if ms >= 0 => Some(Duration::from_millis(ms as u64 + 1)),
+        _ => None,
     }
 }
 
@@ -122,6 +162,7 @@ async fn emit(
         &bodies,
         &last,
         queue_cap,
+        node.settings.interval,
     )
     .await;
     match enqueued {
@@ -146,7 +187,7 @@ async fn emit(
             );
             stop.cancel();
         }
-        Err(e) => debug!(error = %e, "enqueue failed; the tick is skipped"),
+        Err(e) => node.last_error.report("enqueue (the tick is skipped)", &e),
     }
     true
 }

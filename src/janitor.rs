@@ -11,18 +11,20 @@
 //! and its scripts check again inside Redis, so two passes at once do no harm.
 
 use crate::connection::Redis;
+use crate::error::LastError;
 use crate::keys::Keys;
 use crate::scripts;
 use redis::RedisResult;
-use tracing::{debug, info};
+use tracing::info;
 
-/// One pass over dead copies and abandoned `get-errors` runs.
-pub async fn pass(redis: &Redis, keys: &Keys, max_deliveries: u32) {
+/// One pass over dead copies and abandoned `get-errors` runs; what fails is
+/// reported to `errors` and retried by the next pass.
+pub async fn pass(redis: &Redis, keys: &Keys, max_deliveries: u32, errors: &LastError) {
     if let Err(e) = reclaim_dead_copies(redis, keys, max_deliveries).await {
-        debug!(error = %e, "janitor: reclaiming failed; the next pass retries");
+        errors.report("janitor: reclaiming a dead copy's messages", &e);
     }
     if let Err(e) = return_abandoned_drains(redis, keys).await {
-        debug!(error = %e, "janitor: returning drains failed; the next pass retries");
+        errors.report("janitor: returning an abandoned get-errors batch", &e);
     }
 }
 
@@ -72,19 +74,22 @@ async fn reclaim_dead_copies(redis: &Redis, keys: &Keys, max_deliveries: u32) ->
     Ok(())
 }
 
-async fn return_abandoned_drains(redis: &Redis, keys: &Keys) -> RedisResult<()> {
+/// Returns the batches of get-errors runs whose lock is gone; how many errors went back.
+pub async fn return_abandoned_drains(redis: &Redis, keys: &Keys) -> RedisResult<u64> {
     let runs: Vec<String> = redis.observe(
         redis::cmd("SMEMBERS")
             .arg(keys.drains())
             .query_async(&mut redis.conn())
             .await,
     )?;
+    let mut returned = 0;
     for run in missing(redis, runs, |run| keys.drain_lock(run)).await? {
         if let Some(n) = scripts::return_drain(redis, keys, &run).await? {
             if n > 0 {
                 info!(run = %crate::escape::for_terminal(&run), errors = n, "janitor: returned the errors of an abandoned get-errors run");
             }
+            returned += n;
         }
     }
-    Ok(())
+    Ok(returned)
 }

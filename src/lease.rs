@@ -91,7 +91,8 @@ pub async fn campaign(node: Arc<Node>, shutdown: CancellationToken) {
                 // Gone between GET and PTTL, or set without expiry by hand.
                 Duration::from_millis(rand::random_range(10..=50))
             }
-            Err(_) => {
+            Err(e) => {
+                node.last_error.report("taking the lease", &e);
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 jitter(backoff)
             }
@@ -162,7 +163,10 @@ async fn renew(node: Arc<Node>, lease: Arc<HeldLease>, lost: CancellationToken) 
                 lost.cancel();
                 return;
             }
-            Ok(Err(_)) | Err(_) => {
+            failed => {
+                if let Ok(Err(e)) = &failed {
+                    node.last_error.report("renewing the lease", e);
+                }
                 if !lease.is_valid() {
                     warn!(
                         epoch = lease.epoch,

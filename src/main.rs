@@ -8,14 +8,19 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// How long `get-errors` and `status` wait for Redis before giving up.
-const FAIL_FAST: Duration = Duration::from_secs(3);
+/// How long `get-errors` and `status` wait for one answer from Redis; the
+/// connection, handshake included, gives up after three of these (3 s).
+const FAIL_FAST: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
+    fill_standard_streams();
     let args = cli::normalize_env_flag(std::env::args().collect());
     if let Some(file) = cli::env_file(&args) {
         if let Err(e) = dotenvy::from_path(&file) {
-            eprintln!("error: cannot load --env file {}: {e}", file.display());
+            say(&format!(
+                "error: cannot load --env file {}: {e}",
+                file.display()
+            ));
             return ExitCode::from(2);
         }
     }
@@ -26,31 +31,70 @@ fn main() -> ExitCode {
             // One line, as for every other bad option: clap's first line.
             let rendered = e.render().to_string();
             let first = rendered.lines().next().unwrap_or("error: bad usage");
-            eprintln!("{first} (see --help)");
+            say(&format!("{first} (see --help)"));
             return ExitCode::from(2);
         }
     };
+    // Log lines go through a thread of their own and are dropped, not
+    // waited for, when stderr cannot keep up: a stderr that is full, broken
+    // or closed never blocks a copy's work or its shutdown, and never panics.
+    let (stderr, flush_logs) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(10_000)
+        .thread_name("log")
+        .finish(std::io::stderr());
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        .log_internal_errors(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
+    let code = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => match runtime.block_on(dispatch(cli)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                say(&format!("error: {e}"));
+                ExitCode::from(e.exit_code() as u8)
+            }
+        },
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(1);
+            say(&format!("error: cannot start the runtime: {e}"));
+            ExitCode::from(1)
         }
     };
-    match runtime.block_on(dispatch(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(e.exit_code() as u8)
+    // Waits at most about a second for the last log lines; a writer that
+    // cannot even be told to stop must not turn the exit into a panic.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(flush_logs)));
+    code
+}
+
+/// One line to stderr; if stderr is gone there is nobody to tell.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Opens /dev/null on any of stdin, stdout and stderr that is closed, so
+/// that no socket opened later takes its number (log lines written into the
+/// Redis connection) and writes to it fail quietly instead.
+fn fill_standard_streams() {
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    loop {
+        let Ok(null) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+        else {
+            return;
+        };
+        if null.as_raw_fd() > 2 {
+            return;
         }
+        // It took the number of a closed standard stream: keep it open.
+        let _ = null.into_raw_fd();
     }
 }
 
@@ -78,10 +122,14 @@ async fn dispatch(cli: Cli) -> Result<(), Error> {
                 &mut std::io::stdout().lock(),
             )
             .await?;
-            eprintln!(
-                "took {} errors; {} remain",
+            let held = match drained.held_by_others {
+                0 => String::new(),
+                n => format!(" ({n} of them held by other get-errors runs)"),
+            };
+            say(&format!(
+                "took {} errors; {} remain{held}",
                 drained.taken, drained.remaining
-            );
+            ));
             Ok(())
         }
         Command::Status(args) => {

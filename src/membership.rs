@@ -10,7 +10,7 @@ use crate::{janitor, scripts};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 /// How often a copy beats.
 pub const BEAT: Duration = Duration::from_secs(1);
@@ -21,6 +21,7 @@ pub const JANITOR_PERIOD: Duration = Duration::from_secs(1);
 
 /// The description `status` shows for this copy.
 fn description(node: &Node) -> String {
+    let (last_error, last_error_at_ms) = node.last_error.get().unzip();
     serde_json::json!({
         "id": &*node.id(),
         "name": node.settings.name,
@@ -31,6 +32,8 @@ fn description(node: &Node) -> String {
         "processed": node.processed(),
         "started_at_ms": node.started_at_ms,
         "beat_at_ms": crate::message::now_ms(),
+        "last_error": last_error,
+        "last_error_at_ms": last_error_at_ms,
     })
     .to_string()
 }
@@ -53,7 +56,7 @@ pub async fn register(node: &Node, shutdown: &CancellationToken) -> bool {
     loop {
         match beat_once(node, true).await {
             Ok(_) => return true,
-            Err(e) => debug!(error = %e, "registration failed; retrying"),
+            Err(e) => node.last_error.report("registration", &e),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return false,
@@ -75,17 +78,30 @@ pub async fn beat(node: Arc<Node>, stop: CancellationToken) {
         match beat_once(&node, false).await {
             Ok(beat) if !beat.alive => rejoin(&node).await,
             Ok(beat) => {
+                if let Some(problem) = &beat.problem {
+                    node.last_error
+                        .problem("a key of the namespace is of the wrong type", problem);
+                }
                 if beat.janitor_turn {
                     let node = node.clone();
                     tokio::spawn(async move {
-                        janitor::pass(&node.redis, &node.keys, node.settings.max_deliveries).await
+                        janitor::pass(
+                            &node.redis,
+                            &node.keys,
+                            node.settings.max_deliveries,
+                            &node.last_error,
+                        )
+                        .await
                     });
                 }
-                if beat.queue_len > 0 {
+                if let Some(len) = beat.processing_len {
+                    node.set_processing_len(len);
+                }
+                if beat.queue_len.is_some_and(|n| n > 0) {
                     node.signals.wake.notify_one();
                 }
             }
-            Err(e) => debug!(error = %e, "heartbeat failed"),
+            Err(e) => node.last_error.report("heartbeat", &e),
         }
     }
 }
@@ -103,7 +119,7 @@ async fn rejoin(node: &Node) {
                 .set_client_name(&client_name(node.keys.namespace(), &new))
                 .await;
         }
-        Err(e) => debug!(error = %e, "re-registration failed; the next beat retries"),
+        Err(e) => node.last_error.report("re-registration", &e),
     }
     // Whatever was in hand under the old id is the janitor's now.
     node.signals.wake.notify_one();

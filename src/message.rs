@@ -87,14 +87,28 @@ impl ErrorRecord {
     }
 }
 
-/// Why an item went to dead-letter, and the item itself.
+/// Why an item went to dead-letter, and the item itself. The scripts write
+/// these (`dead_record` in `scripts/prelude.lua`), byte for byte: `item` may
+/// hold bytes that are not UTF-8, so decode with [`DeadRecord::decode`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadRecord {
     pub reason: String,
     pub item: String,
+    /// The item's length in bytes.
+    #[serde(default)]
+    pub bytes: u64,
+    /// Only the first `--max-item-bytes` of the item were kept.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 impl DeadRecord {
+    /// Decodes a record; bytes of the item that are not UTF-8 become U+FFFD.
+    pub fn decode(record: &[u8]) -> Result<Self, String> {
+        serde_json::from_str(&String::from_utf8_lossy(record))
+            .map_err(|e| format!("not a dead-letter record: {e}"))
+    }
+
     pub fn encode(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }

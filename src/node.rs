@@ -8,7 +8,7 @@
 //! recovers this copy's messages, as after a kill -9.
 
 use crate::connection::{self, Redis, Signals};
-use crate::error::Error;
+use crate::error::{Error, LastError};
 use crate::keys::Keys;
 use crate::settings::{RedisSettings, RoleChoice, StartSettings};
 use crate::{lease, membership, processor, scripts};
@@ -51,6 +51,10 @@ pub struct Node {
     pub host: String,
     pub pid: u32,
     pub started_at_ms: u64,
+    /// The last error met, for the log and for `status`.
+    pub last_error: LastError,
+    /// The length of this copy's processing list at the last heartbeat.
+    processing_len: AtomicU64,
 }
 
 impl Node {
@@ -67,6 +71,8 @@ impl Node {
             host: crate::settings::host_name(),
             pid: std::process::id(),
             started_at_ms: crate::message::now_ms(),
+            last_error: LastError::default(),
+            processing_len: AtomicU64::new(0),
         }
     }
 
@@ -100,6 +106,15 @@ impl Node {
         self.processed.load(Ordering::Relaxed)
     }
 
+    /// How long this copy's processing list was at the last heartbeat.
+    pub fn processing_len(&self) -> u64 {
+        self.processing_len.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_processing_len(&self, len: u64) {
+        self.processing_len.store(len, Ordering::Relaxed);
+    }
+
     pub(crate) fn count_processed(&self) {
         self.processed.fetch_add(1, Ordering::Relaxed);
     }
@@ -109,6 +124,14 @@ impl Node {
     pub fn chatty(&self) -> bool {
         self.settings.interval >= Duration::from_millis(50)
     }
+}
+
+/// How long a copy waits for one answer before it counts the request as
+/// failed (and replaces a connection gone silent): a third of the lease, so
+/// that a renewal can fail and be retried in time, but never more than a
+/// second whatever the lease, nor less than 200 ms.
+pub fn request_timeout(lease: Duration) -> Duration {
+    (lease / 3).clamp(Duration::from_millis(200), Duration::from_secs(1))
 }
 
 /// `CLIENT SETNAME` value: namespace and copy id.
@@ -121,39 +144,77 @@ pub fn new_copy_id(name: &str) -> String {
     format!("{name}-{:08x}", rand::random::<u32>())
 }
 
-/// Cancels `shutdown` on the first SIGTERM/SIGINT; exits at once on the second.
+/// Cancels `shutdown` on the first SIGTERM, SIGINT or SIGHUP; on a second
+/// one exits at once with 128 + its number, as a shell reports a signal.
 fn watch_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
     tokio::spawn(async move {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            warn!("cannot watch for signals; stop this copy with kill -9");
             return;
         };
         let mut signals = 0;
         loop {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
+            let number = tokio::select! {
+                _ = term.recv() => 15,
+                _ = int.recv() => 2,
+                _ = hup.recv() => 1,
+            };
             signals += 1;
             if signals == 1 {
-                info!("stopping: finishing the messages in hand (a second signal exits at once)");
+                // Cancel first: a log line must never stand in the way of stopping.
                 shutdown.cancel();
+                info!("stopping: finishing the messages in hand (a second signal exits at once)");
             } else {
                 warn!("second signal: exiting now; the janitor will recover this copy's messages");
-                std::process::exit(130);
+                std::process::exit(128 + number);
             }
         }
     });
 }
 
+/// The largest item a processor can take and still send its results back:
+/// an item comes back in its ack, and its error record may grow six times
+/// when its text is escaped, so both must fit Redis's `proto-max-bulk-len`.
+async fn fit_item_limit(redis: &Redis, wanted: u64) -> u64 {
+    let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("proto-max-bulk-len")
+        .query_async(&mut redis.conn())
+        .await;
+    // CONFIG may be renamed or denied: then the option is taken as it is.
+    let Some(bulk) = reply
+        .ok()
+        .and_then(|r| r.get(1).and_then(|v| v.parse::<u64>().ok()))
+    else {
+        return wanted;
+    };
+    let fits = (bulk.saturating_sub(4096) / 8).max(1024);
+    if fits < wanted {
+        warn!(
+            max_item_bytes = fits,
+            proto_max_bulk_len = bulk,
+            "lowered --max-item-bytes to fit Redis's proto-max-bulk-len"
+        );
+        return fits;
+    }
+    wanted
+}
+
 /// Runs a copy until it is told to stop.
-pub async fn start(redis_settings: RedisSettings, settings: StartSettings) -> Result<(), Error> {
+pub async fn start(
+    redis_settings: RedisSettings,
+    mut settings: StartSettings,
+) -> Result<(), Error> {
     let shutdown = CancellationToken::new();
     watch_signals(shutdown.clone());
 
     let id = new_copy_id(&settings.name);
-    let timeout = (settings.lease / 3).max(Duration::from_millis(200));
+    let timeout = request_timeout(settings.lease);
     let Some(redis) = connection::connect_retrying(
         &redis_settings,
         &client_name(&redis_settings.namespace, &id),
@@ -167,6 +228,7 @@ pub async fn start(redis_settings: RedisSettings, settings: StartSettings) -> Re
     if let Err(e) = scripts::load_all(&redis).await {
         warn!(error = %e, "could not preload the scripts; they will be loaded on first use");
     }
+    settings.max_item_bytes = fit_item_limit(&redis, settings.max_item_bytes).await;
     let keys = Keys::new(&redis_settings.namespace);
     let node = Arc::new(Node::new(redis, keys, settings, id));
     if !membership::register(&node, &shutdown).await {

@@ -10,17 +10,21 @@
 //! are ready at the same moment share one ack call.
 
 use crate::escape::for_terminal;
-use crate::message::{now_ms, DeadRecord, ErrorRecord, Message};
+use crate::message::{now_ms, ErrorRecord, Message};
 use crate::node::{Node, Role};
 use crate::scripts::{self, Claim, Outcome};
 use rand::RngExt;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
+
+/// How often a copy compares its processing list with what it holds.
+const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 
 /// The most messages one claim takes: it bounds how long the claim script
 /// runs and lets copies share a backlog.
@@ -54,6 +58,16 @@ impl InHand {
         }
     }
 
+    /// How many items are in hand.
+    fn len(&self) -> u64 {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|n| *n as u64)
+            .sum()
+    }
+
     /// The items of `listed` (the processing list) not in hand.
     fn orphans(&self, listed: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
         let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -85,47 +99,131 @@ struct Ack {
     item: Vec<u8>,
     outcome: Outcome,
     answer: oneshot::Sender<bool>,
+    /// Not sent again before this, after a failed try.
+    not_before: Instant,
+    backoff: Duration,
+    /// Was in a batch that Redis refused: sent alone from now on, so that
+    /// whatever is to blame holds back nothing else.
+    alone: bool,
 }
 
-/// The most results one ack script commits.
+impl Ack {
+    fn size(&self) -> usize {
+        self.item.len()
+            + match &self.outcome {
+                Outcome::Ok => 0,
+                Outcome::Error(payload) | Outcome::Dead(payload) => payload.len(),
+            }
+    }
+
+    fn failed(&mut self) {
+        self.backoff = (self.backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
+        self.not_before = Instant::now() + crate::connection::jitter(self.backoff);
+    }
+}
+
+/// The most results one ack script commits, and the most bytes it sends.
 const ACK_BATCH: usize = 64;
+const ACK_BATCH_BYTES: usize = 256 * 1024;
 
 /// Commits results as they come, many in one script call when many are
-/// ready at once, retrying while Redis cannot be reached: a result is kept
-/// until it lands or is refused. Ends when every sender is gone.
+/// ready at once. A result is kept until it lands or is refused; one that
+/// fails waits its own backoff while the others go on, so that no single
+/// result (an item Redis cannot take, a key of the wrong type that only its
+/// outcome needs) can hold back the commits of the rest. Ends when every
+/// sender is gone and nothing is left to commit.
 async fn commit_results(node: Arc<Node>, mut acks: mpsc::UnboundedReceiver<Ack>) {
-    while let Some(first) = acks.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < ACK_BATCH {
-            match acks.try_recv() {
-                Ok(ack) => batch.push(ack),
-                Err(_) => break,
-            }
-        }
-        // One call per processing list (a re-registered copy may have two).
-        while !batch.is_empty() {
-            let id = batch[0].claimed_as.clone();
-            let (same, rest): (Vec<Ack>, Vec<Ack>) =
-                batch.into_iter().partition(|a| a.claimed_as == id);
-            batch = rest;
-            let results: Vec<(Vec<u8>, Outcome)> = same
-                .iter()
-                .map(|a| (a.item.clone(), a.outcome.clone()))
-                .collect();
-            let mut backoff = Duration::from_millis(50);
-            let answers = loop {
-                match scripts::ack(&node.redis, &node.keys, &id, &results).await {
-                    Ok(answers) => break answers,
-                    Err(e) => {
-                        debug!(error = %e, count = results.len(), "ack failed; keeping the results and retrying");
-                        tokio::time::sleep(crate::connection::jitter(backoff)).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
-                    }
-                }
+    let mut waiting: VecDeque<Ack> = VecDeque::new();
+    let mut open = true;
+    loop {
+        let now = Instant::now();
+        let next_due = waiting.iter().map(|a| a.not_before).min();
+        if open && next_due.is_none_or(|due| due > now) {
+            let arrived = match next_due {
+                None => acks.recv().await,
+                Some(due) => tokio::select! {
+                    ack = acks.recv() => ack,
+                    _ = tokio::time::sleep_until(due) => continue,
+                },
             };
-            for (ack, committed) in same.into_iter().zip(answers) {
+            match arrived {
+                Some(ack) => waiting.push_back(ack),
+                None => open = false,
+            }
+        } else if let Some(due) = next_due.filter(|due| *due > now) {
+            tokio::time::sleep_until(due).await;
+        }
+        while let Ok(ack) = acks.try_recv() {
+            waiting.push_back(ack);
+        }
+        if waiting.is_empty() {
+            if open {
+                continue;
+            }
+            return;
+        }
+        let batch = take_due(&mut waiting, Instant::now());
+        if batch.is_empty() {
+            continue;
+        }
+        waiting.extend(commit(&node, batch).await);
+    }
+}
+
+/// The due results at the front of the line that one call commits: one
+/// processing list, at most ACK_BATCH of them and ACK_BATCH_BYTES, and only
+/// only one when it must go alone.
+fn take_due(waiting: &mut VecDeque<Ack>, now: Instant) -> Vec<Ack> {
+    let Some(first) = waiting.iter().position(|a| a.not_before <= now) else {
+        return Vec::new();
+    };
+    let Some(lead) = waiting.remove(first) else {
+        return Vec::new();
+    };
+    let alone = lead.alone;
+    let mut bytes = lead.size();
+    let mut batch = vec![lead];
+    let mut at = 0;
+    while !alone && at < waiting.len() && batch.len() < ACK_BATCH {
+        let ack = &waiting[at];
+        let fits = bytes + ack.size() <= ACK_BATCH_BYTES;
+        if ack.claimed_as == batch[0].claimed_as && !ack.alone && ack.not_before <= now && fits {
+            bytes += ack.size();
+            batch.extend(waiting.remove(at));
+        } else {
+            at += 1;
+        }
+    }
+    batch
+}
+
+/// One ack call; the results it could not commit (none, or all of them).
+async fn commit(node: &Node, batch: Vec<Ack>) -> Vec<Ack> {
+    let results: Vec<(Vec<u8>, Outcome)> = batch
+        .iter()
+        .map(|a| (a.item.clone(), a.outcome.clone()))
+        .collect();
+    match scripts::ack(&node.redis, &node.keys, &batch[0].claimed_as, &results).await {
+        Ok(answers) => {
+            for (ack, committed) in batch.into_iter().zip(answers) {
                 let _ = ack.answer.send(committed);
             }
+            Vec::new()
+        }
+        Err(e) => {
+            node.last_error
+                .report("committing results (they are kept and retried)", &e);
+            let split = batch.len() > 1 && !crate::error::is_connection_error(&e);
+            let mut batch = batch;
+            for ack in &mut batch {
+                if split {
+                    // At once, one by one: what is to blame is found and the rest go on.
+                    ack.alone = true;
+                } else {
+                    ack.failed();
+                }
+            }
+            batch
         }
     }
 }
@@ -189,6 +287,7 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
     };
     // Requests that failed and may have taken effect, as of the last look.
     let mut failures_seen = node.redis.failures();
+    let mut next_look = Instant::now() + RECONCILE_EVERY;
     let mut look_again = tokio::time::interval(Duration::from_secs(1));
     look_again.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut role = node.watch_role();
@@ -207,8 +306,18 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
                 _ = role.changed() => continue,
             }
         }
+        // After a failed request, and every few seconds when the heartbeat
+        // saw more in the processing list than is in hand: a claim that
+        // reached Redis after its request had timed out leaves messages
+        // there that nobody else will ever take back while this copy lives.
         let failures = node.redis.failures();
-        if failures != failures_seen && work.adopt_orphans(&node.id()).await.is_ok() {
+        let now = Instant::now();
+        let suspect = failures != failures_seen
+            || (now >= next_look && node.processing_len() > work.in_hand.len());
+        if now >= next_look {
+            next_look = now + RECONCILE_EVERY;
+        }
+        if suspect && work.adopt_orphans(&node.id()).await.is_ok() {
             failures_seen = failures;
         }
         if !more {
@@ -229,10 +338,29 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
             }
         }
         let id = node.id();
-        match scripts::claim(&node.redis, &node.keys, &id, permits.len()).await {
-            Ok(Claim::Claimed { items, left }) => {
+        let claimed = scripts::claim(
+            &node.redis,
+            &node.keys,
+            &id,
+            permits.len(),
+            node.settings.max_item_bytes,
+        )
+        .await;
+        match claimed {
+            Ok(Claim::Claimed {
+                items,
+                left,
+                oversized,
+            }) => {
                 backoff = Duration::from_millis(50);
-                more = left > 0;
+                more = left > 0 || oversized > 0;
+                if oversized > 0 {
+                    warn!(
+                        count = oversized,
+                        max_item_bytes = node.settings.max_item_bytes,
+                        "dead-lettered queue items over --max-item-bytes without taking them"
+                    );
+                }
                 for (item, permit) in items.into_iter().zip(permits) {
                     work.spawn(&id, item, Some(permit));
                 }
@@ -247,7 +375,8 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             }
-            Err(_) => {
+            Err(e) => {
+                node.last_error.report("claim", &e);
                 more = true;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
                 tokio::select! {
@@ -288,13 +417,7 @@ async fn process(
 ) {
     let message = Message::decode(item);
     let (outcome, seq) = match &message {
-        Err(reason) => {
-            let record = DeadRecord {
-                reason: reason.clone(),
-                item: String::from_utf8_lossy(item).into_owned(),
-            };
-            (Outcome::Dead(record.encode()), None)
-        }
+        Err(reason) => (Outcome::Dead(reason.clone()), None),
         Ok(message) => {
             if !node.settings.work.is_zero() {
                 tokio::time::sleep(node.settings.work).await;
@@ -313,6 +436,9 @@ async fn process(
         item: item.to_vec(),
         outcome: outcome.clone(),
         answer,
+        not_before: Instant::now(),
+        backoff: Duration::ZERO,
+        alone: false,
     };
     if acks.send(ack).is_err() {
         return;

@@ -7,18 +7,24 @@
 
 use crate::connection::Redis;
 use crate::keys::Keys;
-use redis::{RedisResult, Script, Value};
+use redis::{ErrorKind, RedisError, RedisResult, Script, Value};
 use std::sync::LazyLock;
 
+/// Each script is the prelude (the shared key-type checks and the
+/// dead-letter record) followed by its own file.
 macro_rules! script {
     ($name:ident, $file:literal) => {
-        static $name: LazyLock<Script> =
-            LazyLock::new(|| Script::new(include_str!(concat!("scripts/", $file))));
+        static $name: LazyLock<Script> = LazyLock::new(|| {
+            Script::new(concat!(
+                include_str!("scripts/prelude.lua"),
+                include_str!(concat!("scripts/", $file))
+            ))
+        });
     };
 }
 
 script!(ACQUIRE_LEASE, "acquire_lease.lua");
-script!(RENEW_LEASE, "renew_lease.lua");
+script!(EXTEND_LOCK, "extend_lock.lua");
 script!(RELEASE_LEASE, "release_lease.lua");
 script!(ENQUEUE, "enqueue.lua");
 script!(CLAIM, "claim.lua");
@@ -27,13 +33,14 @@ script!(HEARTBEAT, "heartbeat.lua");
 script!(RECLAIM, "reclaim.lua");
 script!(TAKE_ERRORS, "take_errors.lua");
 script!(RETURN_DRAIN, "return_drain.lua");
+script!(SETTLE_DRAIN, "settle_drain.lua");
 
 /// Loads every script into the server's script cache.
 pub async fn load_all(redis: &Redis) -> RedisResult<()> {
     let mut conn = redis.conn();
     for script in [
         &ACQUIRE_LEASE,
-        &RENEW_LEASE,
+        &EXTEND_LOCK,
         &RELEASE_LEASE,
         &ENQUEUE,
         &CLAIM,
@@ -42,29 +49,39 @@ pub async fn load_all(redis: &Redis) -> RedisResult<()> {
         &RECLAIM,
         &TAKE_ERRORS,
         &RETURN_DRAIN,
+        &SETTLE_DRAIN,
     ] {
         redis.observe(script.load_async(&mut conn).await)?;
     }
     Ok(())
 }
 
-fn int(value: Option<&Value>) -> i64 {
-    match value {
-        Some(Value::Int(n)) => *n,
-        Some(Value::BulkString(b)) => std::str::from_utf8(b)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0),
-        _ => 0,
+/// A reply that is not the shape its script returns: an error, never a
+/// default, so that a wrong answer cannot read as "nothing left" or "held".
+fn unexpected(script: &'static str, reply: &[Value]) -> RedisError {
+    RedisError::from((
+        ErrorKind::UnexpectedReturnType,
+        "unexpected script reply",
+        format!("{script} answered {reply:?}"),
+    ))
+}
+
+fn int(script: &'static str, reply: &[Value], at: usize) -> RedisResult<i64> {
+    match reply.get(at) {
+        Some(Value::Int(n)) => Ok(*n),
+        _ => Err(unexpected(script, reply)),
     }
 }
 
-fn bytes(value: &Value) -> Vec<u8> {
-    match value {
-        Value::BulkString(b) => b.clone(),
-        Value::SimpleString(s) => s.clone().into_bytes(),
-        Value::Int(n) => n.to_string().into_bytes(),
-        _ => Vec::new(),
+fn uint(script: &'static str, reply: &[Value], at: usize) -> RedisResult<u64> {
+    u64::try_from(int(script, reply, at)?).map_err(|_| unexpected(script, reply))
+}
+
+fn bytes(script: &'static str, reply: &[Value], at: usize) -> RedisResult<Vec<u8>> {
+    match reply.get(at) {
+        Some(Value::BulkString(b)) => Ok(b.clone()),
+        Some(Value::SimpleString(s)) => Ok(s.clone().into_bytes()),
+        _ => Err(unexpected(script, reply)),
     }
 }
 
@@ -116,6 +133,7 @@ pub async fn acquire_lease(
     copy_id: &str,
     lease_ms: u64,
 ) -> RedisResult<Acquired> {
+    const NAME: &str = "acquire_lease";
     let reply: Vec<Value> = redis.observe(
         ACQUIRE_LEASE
             .key(keys.lease())
@@ -126,18 +144,30 @@ pub async fn acquire_lease(
             .invoke_async(&mut redis.conn())
             .await,
     )?;
-    Ok(if int(reply.first()) == 1 {
-        Acquired::Taken {
-            epoch: int(reply.get(1)).max(0) as u64,
-            last: reply.get(2).and_then(|v| LastEnqueue::decode(&bytes(v))),
-        }
-    } else {
-        Acquired::Held {
-            ms_left: int(reply.get(1)),
-            holder: String::from_utf8_lossy(&reply.get(2).map(bytes).unwrap_or_default())
-                .into_owned(),
-        }
-    })
+    match int(NAME, &reply, 0)? {
+        1 => Ok(Acquired::Taken {
+            epoch: uint(NAME, &reply, 1)?,
+            last: LastEnqueue::decode(&bytes(NAME, &reply, 2)?),
+        }),
+        0 => Ok(Acquired::Held {
+            ms_left: int(NAME, &reply, 1)?,
+            holder: String::from_utf8_lossy(&bytes(NAME, &reply, 2)?).into_owned(),
+        }),
+        _ => Err(unexpected(NAME, &reply)),
+    }
+}
+
+/// Extends `lock` if `holder` still holds it; false when it does not.
+async fn extend_lock(redis: &Redis, lock: String, holder: &str, ms: u64) -> RedisResult<bool> {
+    let extended: i64 = redis.observe(
+        EXTEND_LOCK
+            .key(lock)
+            .arg(holder)
+            .arg(ms)
+            .invoke_async(&mut redis.conn())
+            .await,
+    )?;
+    Ok(extended == 1)
 }
 
 /// Extends the lease if `holder` still holds it; false when it does not.
@@ -147,14 +177,7 @@ pub async fn renew_lease(
     holder: &str,
     lease_ms: u64,
 ) -> RedisResult<bool> {
-    redis.observe(
-        RENEW_LEASE
-            .key(keys.lease())
-            .arg(holder)
-            .arg(lease_ms)
-            .invoke_async(&mut redis.conn())
-            .await,
-    )
+    extend_lock(redis, keys.lease(), holder, lease_ms).await
 }
 
 /// Deletes the lease if `holder` holds it and announces that it is free.
@@ -181,7 +204,8 @@ pub enum Enqueued {
 }
 
 /// The fenced enqueue of `bodies` (each a message's JSON after its seq
-/// field), all or nothing. `queue_cap` 0 means no cap.
+/// field), all or nothing. `queue_cap` 0 means no cap; `interval` is how
+/// long the newest message counts as new for a generator that takes over.
 pub async fn enqueue(
     redis: &Redis,
     keys: &Keys,
@@ -189,6 +213,7 @@ pub async fn enqueue(
     bodies: &[String],
     last: &LastEnqueue,
     queue_cap: u64,
+    interval: std::time::Duration,
 ) -> RedisResult<Enqueued> {
     let first: i64 = redis.observe(
         ENQUEUE
@@ -200,16 +225,18 @@ pub async fn enqueue(
             .arg(keys.wake_channel())
             .arg(last.encode())
             .arg(queue_cap)
+            .arg(interval.as_millis() as u64)
             .arg(bodies)
             .invoke_async(&mut redis.conn())
             .await,
     )?;
     Ok(match first {
         0 => Enqueued::NotHolder,
-        n if n < 0 => Enqueued::QueueFull,
-        n => Enqueued::Accepted {
+        -1 => Enqueued::QueueFull,
+        n if n > 0 => Enqueued::Accepted {
             first_seq: n as u64,
         },
+        n => return Err(unexpected("enqueue", &[Value::Int(n)])),
     })
 }
 
@@ -218,29 +245,46 @@ pub async fn enqueue(
 pub enum Claim {
     /// The copy's heartbeat is gone: it must re-register before claiming.
     Expired,
-    /// The items now in the copy's processing list, and what is left queued
-    /// (0 when fewer than asked were there).
-    Claimed { items: Vec<Vec<u8>>, left: u64 },
+    /// The items now in the copy's processing list, what is left queued (0
+    /// when fewer than asked were there), and how many items too large to
+    /// take went to dead-letter instead.
+    Claimed {
+        items: Vec<Vec<u8>>,
+        left: u64,
+        oversized: u64,
+    },
 }
 
-/// Moves up to `count` messages from the queue into `copy_id`'s processing list.
-pub async fn claim(redis: &Redis, keys: &Keys, copy_id: &str, count: usize) -> RedisResult<Claim> {
+/// Moves up to `count` messages from the queue into `copy_id`'s processing
+/// list; items over `max_item_bytes` go to dead-letter without leaving Redis.
+pub async fn claim(
+    redis: &Redis,
+    keys: &Keys,
+    copy_id: &str,
+    count: usize,
+    max_item_bytes: u64,
+) -> RedisResult<Claim> {
+    const NAME: &str = "claim";
     let reply: Vec<Value> = redis.observe(
         CLAIM
             .key(keys.queue())
             .key(keys.processing(copy_id))
             .key(keys.heartbeat(copy_id))
+            .key(keys.dead())
             .arg(count)
+            .arg(max_item_bytes)
             .invoke_async(&mut redis.conn())
             .await,
     )?;
-    let left = int(reply.first());
-    if left < 0 {
+    if int(NAME, &reply, 0)? == -1 && reply.len() == 1 {
         return Ok(Claim::Expired);
     }
     Ok(Claim::Claimed {
-        items: reply.iter().skip(1).map(bytes).collect(),
-        left: left as u64,
+        left: uint(NAME, &reply, 0)?,
+        oversized: uint(NAME, &reply, 1)?,
+        items: (2..reply.len())
+            .map(|at| bytes(NAME, &reply, at))
+            .collect::<RedisResult<_>>()?,
     })
 }
 
@@ -250,7 +294,8 @@ pub enum Outcome {
     Ok,
     /// An error, with the record to store for `get-errors`.
     Error(String),
-    /// Not a message at all, with the dead-letter record.
+    /// Not a message at all, with the reason; the script builds the
+    /// dead-letter record around the item.
     Dead(String),
 }
 
@@ -271,25 +316,35 @@ pub async fn ack(
         .key(keys.errors_total())
         .key(keys.dead());
     for (item, outcome) in results {
-        let (kind, record) = match outcome {
+        let (kind, payload) = match outcome {
             Outcome::Ok => ("ok", ""),
             Outcome::Error(record) => ("error", record.as_str()),
-            Outcome::Dead(record) => ("dead", record.as_str()),
+            Outcome::Dead(reason) => ("dead", reason.as_str()),
         };
-        invocation.arg(item).arg(kind).arg(record);
+        invocation.arg(item).arg(kind).arg(payload);
     }
-    let answers: Vec<i64> = redis.observe(invocation.invoke_async(&mut redis.conn()).await)?;
-    Ok(answers.into_iter().map(|a| a == 1).collect())
+    let reply: Vec<Value> = redis.observe(invocation.invoke_async(&mut redis.conn()).await)?;
+    if reply.len() != results.len() {
+        return Err(unexpected("ack", &reply));
+    }
+    (0..reply.len())
+        .map(|at| Ok(int("ack", &reply, at)? == 1))
+        .collect()
 }
 
 /// The answer of [`heartbeat`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Beat {
     /// False: the heartbeat had expired; the copy must re-register.
     pub alive: bool,
     /// This copy runs the janitor this period.
     pub janitor_turn: bool,
-    pub queue_len: u64,
+    /// `None` when the queue key is of the wrong type.
+    pub queue_len: Option<u64>,
+    /// The length of this copy's processing list; `None` when of the wrong type.
+    pub processing_len: Option<u64>,
+    /// A key of the namespace that is of the wrong type, named.
+    pub problem: Option<String>,
 }
 
 /// Registers (`register`) or keeps alive a copy, and publishes its description.
@@ -303,12 +358,14 @@ pub async fn heartbeat(
     janitor_period_ms: u64,
     register: bool,
 ) -> RedisResult<Beat> {
-    let reply: Vec<i64> = redis.observe(
+    const NAME: &str = "heartbeat";
+    let reply: Vec<Value> = redis.observe(
         HEARTBEAT
             .key(keys.heartbeat(copy_id))
             .key(keys.registry())
             .key(keys.janitor_lock())
             .key(keys.queue())
+            .key(keys.processing(copy_id))
             .arg(copy_id)
             .arg(ttl_ms)
             .arg(description)
@@ -317,10 +374,14 @@ pub async fn heartbeat(
             .invoke_async(&mut redis.conn())
             .await,
     )?;
+    let length = |at| int(NAME, &reply, at).map(|n| u64::try_from(n).ok());
+    let problem = String::from_utf8_lossy(&bytes(NAME, &reply, 4)?).into_owned();
     Ok(Beat {
-        alive: reply.first() == Some(&1),
-        janitor_turn: reply.get(1) == Some(&1),
-        queue_len: reply.get(2).copied().unwrap_or(0).max(0) as u64,
+        alive: int(NAME, &reply, 0)? == 1,
+        janitor_turn: int(NAME, &reply, 1)? == 1,
+        queue_len: length(2)?,
+        processing_len: length(3)?,
+        problem: (!problem.is_empty()).then_some(problem),
     })
 }
 
@@ -341,7 +402,8 @@ pub async fn reclaim(
     max_deliveries: u32,
     count_delivery: bool,
 ) -> RedisResult<Option<Reclaimed>> {
-    let reply: Vec<i64> = redis.observe(
+    const NAME: &str = "reclaim";
+    let reply: Vec<Value> = redis.observe(
         RECLAIM
             .key(keys.heartbeat(copy_id))
             .key(keys.processing(copy_id))
@@ -355,14 +417,17 @@ pub async fn reclaim(
             .invoke_async(&mut redis.conn())
             .await,
     )?;
-    let requeued = reply.first().copied().unwrap_or(-1);
-    Ok((requeued >= 0).then(|| Reclaimed {
-        requeued: requeued as u64,
-        dead_lettered: reply.get(1).copied().unwrap_or(0).max(0) as u64,
+    if int(NAME, &reply, 0)? == -1 {
+        return Ok(None);
+    }
+    Ok(Some(Reclaimed {
+        requeued: uint(NAME, &reply, 0)?,
+        dead_lettered: uint(NAME, &reply, 1)?,
     }))
 }
 
-/// Moves up to `count` errors into the run's draining list; oldest first.
+/// Moves up to `count` errors into the run's draining list and (re)sets its
+/// lock for `lock_ms`; oldest first.
 pub async fn take_errors(
     redis: &Redis,
     keys: &Keys,
@@ -384,6 +449,34 @@ pub async fn take_errors(
     )
 }
 
+/// Extends a live get-errors run's lock; false when it had lapsed.
+pub async fn renew_drain_lock(
+    redis: &Redis,
+    keys: &Keys,
+    run_id: &str,
+    lock_ms: u64,
+) -> RedisResult<bool> {
+    extend_lock(redis, keys.drain_lock(run_id), run_id, lock_ms).await
+}
+
+/// Forgets the oldest `written` errors of the run's draining list; how many
+/// were still there (fewer when the batch had been given back meanwhile).
+pub async fn settle_drain(
+    redis: &Redis,
+    keys: &Keys,
+    run_id: &str,
+    written: u64,
+) -> RedisResult<u64> {
+    let settled: i64 = redis.observe(
+        SETTLE_DRAIN
+            .key(keys.draining(run_id))
+            .arg(written)
+            .invoke_async(&mut redis.conn())
+            .await,
+    )?;
+    u64::try_from(settled).map_err(|_| unexpected("settle_drain", &[Value::Int(settled)]))
+}
+
 /// Returns the draining list of a run whose lock is gone to the errors list;
 /// `None` while the run's lock exists.
 pub async fn return_drain(redis: &Redis, keys: &Keys, run_id: &str) -> RedisResult<Option<u64>> {
@@ -397,5 +490,9 @@ pub async fn return_drain(redis: &Redis, keys: &Keys, run_id: &str) -> RedisResu
             .invoke_async(&mut redis.conn())
             .await,
     )?;
-    Ok((n >= 0).then_some(n as u64))
+    match n {
+        -1 => Ok(None),
+        n if n >= 0 => Ok(Some(n as u64)),
+        n => Err(unexpected("return_drain", &[Value::Int(n)])),
+    }
 }

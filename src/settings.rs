@@ -57,6 +57,7 @@ struct FileStart {
     name: Option<String>,
     max_deliveries: Option<u32>,
     shutdown_timeout_ms: Option<u64>,
+    max_item_bytes: Option<u64>,
 }
 
 impl FileConfig {
@@ -181,6 +182,7 @@ pub struct StartSettings {
     pub name: String,
     pub max_deliveries: u32,
     pub shutdown_timeout: Duration,
+    pub max_item_bytes: u64,
 }
 
 /// Loads the files named on the command line over the built-in defaults.
@@ -346,6 +348,15 @@ pub fn start(
             "must be 0 to 3600000",
         ));
     }
+    let max_item_bytes =
+        pick(cli.max_item_bytes, u.max_item_bytes, d.max_item_bytes).unwrap_or(1_048_576);
+    if !(1024..=536_870_912).contains(&max_item_bytes) {
+        return Err(invalid(
+            "max-item-bytes",
+            max_item_bytes,
+            "must be 1024 to 536870912",
+        ));
+    }
     Ok(StartSettings {
         concurrency,
         generator,
@@ -357,6 +368,7 @@ pub fn start(
         name,
         max_deliveries,
         shutdown_timeout: Duration::from_millis(shutdown_timeout_ms),
+        max_item_bytes,
     })
 }
 

@@ -7,6 +7,7 @@ use crate::escape::{for_terminal, json_for_terminal};
 use crate::keys::Keys;
 use crate::membership::HEARTBEAT_TTL;
 use crate::message::now_ms;
+use redis::Value;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -28,10 +29,16 @@ pub struct Worker {
     pub host: String,
     pub pid: u32,
     pub role: String,
+    /// False once its heartbeat has expired: it is dead, and its messages
+    /// wait for a running copy's janitor to return them to the queue.
+    pub alive: bool,
     pub concurrency: u64,
     pub in_flight: u64,
     pub processed: u64,
     pub last_seen_ms_ago: u64,
+    /// The last error the copy met, if any, and how long ago.
+    pub last_error: Option<String>,
+    pub last_error_ms_ago: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -45,6 +52,8 @@ pub struct Status {
     pub generated: u64,
     pub processed: u64,
     pub errors_total: u64,
+    /// Keys of the namespace that hold something redis-ql cannot use, named.
+    pub problems: Vec<String>,
 }
 
 /// A copy's description as its heartbeat writes it; any field may be
@@ -59,60 +68,102 @@ struct Description {
     concurrency: u64,
     processed: u64,
     beat_at_ms: u64,
+    last_error: Option<String>,
+    last_error_at_ms: Option<u64>,
 }
 
-/// Reads the whole status.
+/// Reads one pipeline reply, noting in `problems` a key that cannot be read
+/// as `T` (another program wrote something else there).
+fn read_as<T: redis::FromRedisValue + Default>(
+    value: Option<&Value>,
+    key: &str,
+    problems: &mut Vec<String>,
+) -> T {
+    match value.map(|v| redis::from_redis_value_ref::<T>(v)) {
+        Some(Ok(v)) => v,
+        Some(Err(e)) => {
+            let problem = format!("{key}: {e}");
+            if !problems.iter().any(|p| p.starts_with(key)) {
+                problems.push(problem);
+            }
+            T::default()
+        }
+        None => T::default(),
+    }
+}
+
+/// Reads the whole status; keys of the wrong type are named in `problems`
+/// rather than failing the whole read.
 pub async fn read(redis: &Redis, keys: &Keys) -> redis::RedisResult<Status> {
     let mut conn = redis.conn();
-    #[allow(clippy::type_complexity)]
-    let (
-        lease,
-        lease_ms_left,
-        registry,
-        queue,
-        errors,
-        dead,
-        generated,
-        processed,
-        errors_total,
-        drains,
-    ): (
-        Option<String>,
-        i64,
-        HashMap<String, Vec<u8>>,
-        u64,
-        u64,
-        u64,
-        Option<u64>,
-        Option<u64>,
-        Option<u64>,
-        Vec<String>,
-    ) = redis.observe(
-        redis::pipe()
-            .get(keys.lease())
-            .pttl(keys.lease())
-            .hgetall(keys.registry())
-            .llen(keys.queue())
-            .llen(keys.errors())
-            .llen(keys.dead())
-            .get(keys.seq())
-            .get(keys.processed())
-            .get(keys.errors_total())
-            .smembers(keys.drains())
-            .query_async(&mut conn)
-            .await,
-    )?;
+    let expected = [
+        (keys.lease(), "string"),
+        (keys.epoch(), "string"),
+        (keys.seq(), "string"),
+        (keys.last_enqueue(), "string"),
+        (keys.queue(), "list"),
+        (keys.registry(), "hash"),
+        (keys.janitor_lock(), "string"),
+        (keys.processed(), "string"),
+        (keys.errors(), "list"),
+        (keys.errors_total(), "string"),
+        (keys.dead(), "list"),
+        (keys.drains(), "set"),
+    ];
+    let mut first = redis::pipe();
+    first.ignore_errors();
+    for (key, _) in &expected {
+        first.cmd("TYPE").arg(key);
+    }
+    first
+        .get(keys.lease())
+        .pttl(keys.lease())
+        .hgetall(keys.registry())
+        .llen(keys.queue())
+        .llen(keys.errors())
+        .llen(keys.dead())
+        .get(keys.seq())
+        .get(keys.processed())
+        .get(keys.errors_total())
+        .smembers(keys.drains());
+    let replies: Vec<Value> = redis.observe(first.query_async(&mut conn).await)?;
+    let mut problems = Vec::new();
+    for ((key, kind), reply) in expected.iter().zip(&replies) {
+        let found: String = redis::from_redis_value_ref(reply).unwrap_or_default();
+        if found != "none" && found != *kind {
+            problems.push(format!(
+                "{key} holds a {found}; redis-ql keeps a {kind} there"
+            ));
+        }
+    }
+    let mut rest = replies.iter().skip(expected.len());
+    macro_rules! field {
+        ($key:expr, $ty:ty) => {
+            read_as::<$ty>(rest.next(), &$key, &mut problems)
+        };
+    }
+    let lease = field!(keys.lease(), Option<String>);
+    let lease_ms_left = field!(keys.lease(), i64);
+    let registry = field!(keys.registry(), HashMap<String, Vec<u8>>);
+    let queue = field!(keys.queue(), u64);
+    let errors = field!(keys.errors(), u64);
+    let dead = field!(keys.dead(), u64);
+    let generated = field!(keys.seq(), Option<u64>);
+    let processed = field!(keys.processed(), Option<u64>);
+    let errors_total = field!(keys.errors_total(), Option<u64>);
+    let drains = field!(keys.drains(), Vec<String>);
 
     let mut ids: Vec<&String> = registry.keys().collect();
     ids.sort();
     let mut second = redis::pipe();
+    second.ignore_errors();
     for id in &ids {
         second.llen(keys.processing(id)).pttl(keys.heartbeat(id));
     }
     for run in &drains {
         second.llen(keys.draining(run));
     }
-    let counts: Vec<i64> = if ids.is_empty() && drains.is_empty() {
+    let counts: Vec<Value> = if ids.is_empty() && drains.is_empty() {
         Vec::new()
     } else {
         redis.observe(second.query_async(&mut conn).await)?
@@ -123,8 +174,12 @@ pub async fn read(redis: &Redis, keys: &Keys) -> redis::RedisResult<Status> {
     let mut workers = Vec::with_capacity(ids.len());
     for (i, id) in ids.iter().enumerate() {
         let d: Description = serde_json::from_slice(&registry[*id]).unwrap_or_default();
-        let in_flight = counts.get(2 * i).copied().unwrap_or(0).max(0) as u64;
-        let heartbeat_ms_left = counts.get(2 * i + 1).copied().unwrap_or(-2);
+        let in_flight = read_as::<u64>(counts.get(2 * i), &keys.processing(id), &mut problems);
+        let heartbeat_ms_left: i64 = counts
+            .get(2 * i + 1)
+            .and_then(|v| redis::from_redis_value_ref(v).ok())
+            .unwrap_or(-2);
+        let alive = heartbeat_ms_left >= 0 || heartbeat_ms_left == -1;
         // The heartbeat's own TTL says how long ago it beat, free of clock
         // skew; once it is gone, fall back on the copy's clock.
         let last_seen_ms_ago = if heartbeat_ms_left >= 0 {
@@ -138,16 +193,28 @@ pub async fn read(redis: &Redis, keys: &Keys) -> redis::RedisResult<Status> {
             host: d.host,
             pid: d.pid,
             role: d.role,
+            alive,
             concurrency: d.concurrency,
             in_flight,
             processed: d.processed,
             last_seen_ms_ago,
+            last_error_ms_ago: d
+                .last_error
+                .as_ref()
+                .and(d.last_error_at_ms.map(|at| now.saturating_sub(at))),
+            last_error: d.last_error,
         });
     }
-    let draining: u64 = counts
+    let draining: u64 = drains
         .iter()
-        .skip(2 * ids.len())
-        .map(|n| (*n).max(0) as u64)
+        .enumerate()
+        .map(|(i, run)| {
+            read_as::<u64>(
+                counts.get(2 * ids.len() + i),
+                &keys.draining(run),
+                &mut problems,
+            )
+        })
         .sum();
 
     let leader = lease.and_then(|value| {
@@ -172,6 +239,7 @@ pub async fn read(redis: &Redis, keys: &Keys) -> redis::RedisResult<Status> {
         generated: generated.unwrap_or(0),
         processed: processed.unwrap_or(0),
         errors_total: errors_total.unwrap_or(0),
+        problems,
     })
 }
 
@@ -206,11 +274,16 @@ impl Status {
             "COPY", "ROLE", "HOST", "PID", "CONC", "IN FLIGHT", "PROCESSED", "SEEN"
         );
         for w in &self.workers {
+            let role = if w.alive {
+                for_terminal(&w.role).into_owned()
+            } else {
+                "DEAD".to_string()
+            };
             let _ = writeln!(
                 out,
                 "{:<28} {:<10} {:<16} {:>7} {:>5} {:>9} {:>10} {:>7}ms",
                 for_terminal(&w.id),
-                for_terminal(&w.role),
+                role,
                 for_terminal(&w.host),
                 w.pid,
                 w.concurrency,
@@ -222,14 +295,39 @@ impl Status {
         if self.workers.is_empty() {
             out.push_str("(no copies registered)\n");
         }
+        let dead: Vec<&Worker> = self.workers.iter().filter(|w| !w.alive).collect();
+        if !dead.is_empty() {
+            let held: u64 = dead.iter().map(|w| w.in_flight).sum();
+            let _ = writeln!(
+                out,
+                "\n{} dead copies (heartbeat expired) hold {held} messages; the janitor of a running copy returns them to the queue",
+                dead.len()
+            );
+        }
+        for w in &self.workers {
+            if let (Some(error), Some(ago)) = (&w.last_error, w.last_error_ms_ago) {
+                let _ = writeln!(
+                    out,
+                    "last error of {} ({ago} ms ago): {}",
+                    for_terminal(&w.id),
+                    for_terminal(error)
+                );
+            }
+        }
+        for problem in &self.problems {
+            let _ = writeln!(out, "PROBLEM: {}", for_terminal(problem));
+        }
         out
     }
 }
 
-/// Prints the status once, or every second in place with `watch`.
+/// Prints the status once, or every second with `watch`: in place, like
+/// `top`, on a terminal; as one frame after another (one JSON object per
+/// line with `--json`) anywhere else, with no cursor codes.
 pub async fn show(redis: &Redis, keys: &Keys, json: bool, watch: bool) -> Result<(), Error> {
-    use std::io::Write;
+    use std::io::{IsTerminal, Write};
     let mut stdout = std::io::stdout();
+    let in_place = watch && stdout.is_terminal();
     loop {
         let status = read(redis, keys)
             .await
@@ -239,9 +337,11 @@ pub async fn show(redis: &Redis, keys: &Keys, json: bool, watch: bool) -> Result
         } else {
             status.to_table()
         };
-        let frame = if watch {
+        let frame = if in_place {
             // Home, print, clear what is left of the previous frame.
             format!("\x1b[H{}\x1b[J", text.replace('\n', "\x1b[K\n"))
+        } else if watch && !json {
+            text + "\n"
         } else {
             text
         };

@@ -244,12 +244,14 @@ fn a_malformed_queue_item_goes_to_dead_letter_and_processing_goes_on() {
     wait_until("processing to go on", Duration::from_secs(10), || {
         status(&server)["processed"].as_u64().unwrap_or(0) >= before + 2
     });
-    let dead: Vec<String> = server
+    let dead: Vec<Vec<u8>> = server
         .conn()
         .lrange("{app}:dead", 0, -1)
         .expect("dead list");
     for record in &dead {
-        let v: serde_json::Value = serde_json::from_str(record).expect("dead records are JSON");
+        // The item is kept byte for byte, UTF-8 or not.
+        let record = String::from_utf8_lossy(record);
+        let v: serde_json::Value = serde_json::from_str(&record).expect("dead records are JSON");
         assert!(
             v["reason"]
                 .as_str()

@@ -44,9 +44,17 @@ async fn register(redis: &Redis, keys: &Keys, id: &str) {
 const BODY: &str = r#","epoch":1,"producer":"p","text":"t","generated_at_ms":1}"#;
 
 async fn enqueue_as(redis: &Redis, keys: &Keys, holder: &str) -> Option<u64> {
-    match scripts::enqueue(redis, keys, holder, &[BODY.to_string()], &last(), 0)
-        .await
-        .expect("enqueue")
+    match scripts::enqueue(
+        redis,
+        keys,
+        holder,
+        &[BODY.to_string()],
+        &last(),
+        0,
+        std::time::Duration::from_millis(500),
+    )
+    .await
+    .expect("enqueue")
     {
         Enqueued::Accepted { first_seq } => Some(first_seq),
         Enqueued::NotHolder => None,
@@ -190,7 +198,7 @@ async fn a_claim_needs_a_live_heartbeat() {
     let (redis, keys) = connect(&server).await;
     queue_three(&redis, &keys).await;
     assert_eq!(
-        scripts::claim(&redis, &keys, "ghost", 5)
+        scripts::claim(&redis, &keys, "ghost", 5, 1_048_576)
             .await
             .expect("claim"),
         Claim::Expired
@@ -198,8 +206,11 @@ async fn a_claim_needs_a_live_heartbeat() {
     let len: u64 = redis.conn().llen(keys.queue()).await.expect("llen");
     assert_eq!(len, 3, "a refused claim moves nothing");
     register(&redis, &keys, "c").await;
-    match scripts::claim(&redis, &keys, "c", 2).await.expect("claim") {
-        Claim::Claimed { items, left } => {
+    match scripts::claim(&redis, &keys, "c", 2, 1_048_576)
+        .await
+        .expect("claim")
+    {
+        Claim::Claimed { items, left, .. } => {
             assert_eq!(items.len(), 2);
             assert_eq!(left, 1);
             assert!(
@@ -209,8 +220,11 @@ async fn a_claim_needs_a_live_heartbeat() {
         }
         other => panic!("{other:?}"),
     }
-    match scripts::claim(&redis, &keys, "c", 5).await.expect("claim") {
-        Claim::Claimed { items, left } => assert_eq!((items.len(), left), (1, 0)),
+    match scripts::claim(&redis, &keys, "c", 5, 1_048_576)
+        .await
+        .expect("claim")
+    {
+        Claim::Claimed { items, left, .. } => assert_eq!((items.len(), left), (1, 0)),
         other => panic!("{other:?}"),
     }
     let held: u64 = redis.conn().llen(keys.processing("c")).await.expect("llen");
@@ -234,7 +248,9 @@ async fn an_ack_commits_once_and_one_after_a_reclaim_is_refused_and_changes_noth
     let (redis, keys) = connect(&server).await;
     queue_three(&redis, &keys).await;
     register(&redis, &keys, "c").await;
-    let Claim::Claimed { items, .. } = scripts::claim(&redis, &keys, "c", 3).await.expect("claim")
+    let Claim::Claimed { items, .. } = scripts::claim(&redis, &keys, "c", 3, 1_048_576)
+        .await
+        .expect("claim")
     else {
         panic!("claim");
     };
@@ -302,7 +318,7 @@ async fn the_janitor_touches_only_dead_copies_and_dead_letters_past_max_deliveri
         .expect("push");
     let _: () = conn.del(keys.heartbeat("dead")).await.expect("del");
 
-    redis_ql::janitor::pass(&redis, &keys, 5).await;
+    redis_ql::janitor::pass(&redis, &keys, 5, &Default::default()).await;
 
     let alive: Vec<String> = conn
         .lrange(keys.processing("alive"), 0, -1)
@@ -329,7 +345,7 @@ async fn the_janitor_touches_only_dead_copies_and_dead_letters_past_max_deliveri
     let registered: Vec<String> = conn.hkeys(keys.registry()).await.expect("hkeys");
     assert_eq!(registered, vec!["alive".to_string()]);
     // A second pass finds nothing to do.
-    redis_ql::janitor::pass(&redis, &keys, 5).await;
+    redis_ql::janitor::pass(&redis, &keys, 5, &Default::default()).await;
     let queue_len: u64 = conn.llen(keys.queue()).await.expect("llen");
     assert_eq!(queue_len, 1);
     assert_eq!(
@@ -390,7 +406,7 @@ async fn a_drain_whose_run_died_goes_back_whole_and_in_order() {
         "alive"
     );
     let _: () = conn.del(keys.drain_lock("run")).await.expect("del");
-    redis_ql::janitor::pass(&redis, &keys, 5).await;
+    redis_ql::janitor::pass(&redis, &keys, 5, &Default::default()).await;
     let errors: Vec<String> = conn.lrange(keys.errors(), 0, -1).await.expect("lrange");
     assert_eq!(errors, vec!["e3", "e2", "e1"], "back where they were");
     let drains: Vec<String> = conn.smembers(keys.drains()).await.expect("smembers");
@@ -408,9 +424,17 @@ async fn a_batch_enqueue_is_fenced_numbered_in_order_and_capped() {
     let batch = |holder: &'static str, cap: u64| {
         let (redis, keys, bodies) = (redis.clone(), keys.clone(), bodies.clone());
         async move {
-            scripts::enqueue(&redis, &keys, holder, &bodies, &last(), cap)
-                .await
-                .expect("enqueue")
+            scripts::enqueue(
+                &redis,
+                &keys,
+                holder,
+                &bodies,
+                &last(),
+                cap,
+                std::time::Duration::from_millis(500),
+            )
+            .await
+            .expect("enqueue")
         }
     };
     assert_eq!(batch("1:g", 0).await, Enqueued::Accepted { first_seq: 1 });
@@ -448,7 +472,9 @@ async fn a_batch_ack_answers_each_message_on_its_own() {
     let (redis, keys) = connect(&server).await;
     queue_three(&redis, &keys).await;
     register(&redis, &keys, "c").await;
-    let Claim::Claimed { items, .. } = scripts::claim(&redis, &keys, "c", 2).await.expect("claim")
+    let Claim::Claimed { items, .. } = scripts::claim(&redis, &keys, "c", 2, 1_048_576)
+        .await
+        .expect("claim")
     else {
         panic!("claim");
     };

@@ -286,9 +286,17 @@ impl Harness {
                     epoch: 0,
                     producer: view.id.clone(),
                 };
-                let got = scripts::enqueue(r, k, &holder, std::slice::from_ref(&body), &last, 0)
-                    .await
-                    .map_err(e)?;
+                let got = scripts::enqueue(
+                    r,
+                    k,
+                    &holder,
+                    std::slice::from_ref(&body),
+                    &last,
+                    0,
+                    std::time::Duration::from_millis(500),
+                )
+                .await
+                .map_err(e)?;
                 let got = match got {
                     scripts::Enqueued::Accepted { first_seq } => Some(first_seq),
                     _ => None,
@@ -314,14 +322,16 @@ impl Harness {
             Op::Claim { copy, count } => {
                 let count = (count % 4) as usize + 1;
                 let id = copies[slot(copy)].id.clone();
-                let got = scripts::claim(r, k, &id, count).await.map_err(e)?;
+                let got = scripts::claim(r, k, &id, count, 1_048_576)
+                    .await
+                    .map_err(e)?;
                 if !m.heartbeats.contains(&id) {
                     if got != Claim::Expired {
                         return Err(format!("{op:?}: {id} claimed without a heartbeat: {got:?}"));
                     }
                     return Ok(());
                 }
-                let Claim::Claimed { items, left } = got else {
+                let Claim::Claimed { items, left, .. } = got else {
                     return Err(format!("{op:?}: {id} refused with a heartbeat"));
                 };
                 let list = m.processing.entry(id).or_default();
@@ -356,10 +366,7 @@ impl Harness {
                         Outcome::Error(ErrorRecord::new(&message, &id, 2).encode())
                     }
                     (Item::Message { .. }, _) => Outcome::Ok,
-                    (Item::Garbage(_), _) => Outcome::Dead(
-                        serde_json::json!({"reason": "not a valid message", "item": String::from_utf8_lossy(&raw)})
-                            .to_string(),
-                    ),
+                    (Item::Garbage(_), _) => Outcome::Dead("not a valid message".to_string()),
                 };
                 let before = if cfg!(debug_assertions) {
                     Some(snapshot(r, k).await.map_err(e)?)
@@ -412,7 +419,7 @@ impl Harness {
             }
             Op::Reregister { .. } => {}
             Op::Janitor => {
-                redis_ql::janitor::pass(r, k, MAX_DELIVERIES).await;
+                redis_ql::janitor::pass(r, k, MAX_DELIVERIES, &Default::default()).await;
                 m.janitor();
             }
             Op::TakeErrors { run, count } => {
@@ -616,11 +623,12 @@ pub async fn read_state(redis: &Redis, keys: &Keys) -> redis::RedisResult<State>
         let seqs = record_seqs(conn.lrange(&key, 0, -1).await?);
         state.draining.insert(suffix(&key, &draining_prefix), seqs);
     }
-    let dead: Vec<String> = conn.lrange(keys.dead(), 0, -1).await?;
+    let dead: Vec<Vec<u8>> = conn.lrange(keys.dead(), 0, -1).await?;
     state.dead = dead
         .iter()
         .map(|d| {
-            let v: serde_json::Value = serde_json::from_str(d).unwrap_or_default();
+            let v: serde_json::Value =
+                serde_json::from_str(&String::from_utf8_lossy(d)).unwrap_or_default();
             v["item"]
                 .as_str()
                 .and_then(|i| Message::decode(i.as_bytes()).ok())

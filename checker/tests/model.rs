@@ -194,12 +194,20 @@ fn concurrent_copies_keep_the_invariants() {
                             let body = format!(
                                 r#","epoch":0,"producer":"{id}","text":"t","generated_at_ms":1}}"#
                             );
-                            let _ =
-                                scripts::enqueue(&redis, &keys, &holder, &[body], &last, 0).await;
+                            let _ = scripts::enqueue(
+                                &redis,
+                                &keys,
+                                &holder,
+                                &[body],
+                                &last,
+                                0,
+                                std::time::Duration::from_millis(500),
+                            )
+                            .await;
                         }
                         35..=54 => {
                             if let Ok(Claim::Claimed { items, .. }) =
-                                scripts::claim(&redis, &keys, &id, 3).await
+                                scripts::claim(&redis, &keys, &id, 3, 1_048_576).await
                             {
                                 held.extend(items);
                             }
@@ -235,7 +243,9 @@ fn concurrent_copies_keep_the_invariants() {
                             lease = None;
                             // Late acks under the old id stay possible: `held` is kept.
                         }
-                        85..=89 => redis_ql::janitor::pass(&redis, &keys, 3).await,
+                        85..=89 => {
+                            redis_ql::janitor::pass(&redis, &keys, 3, &Default::default()).await
+                        }
                         90..=94 => {
                             // Each get-errors run has an id of its own, as in app.
                             runs += 1;
@@ -290,7 +300,7 @@ fn concurrent_copies_keep_the_invariants() {
         for task in tasks {
             task.await.expect("a task panicked");
         }
-        redis_ql::janitor::pass(&redis, &keys, 3).await;
+        redis_ql::janitor::pass(&redis, &keys, 3, &Default::default()).await;
         let state = read_state(&redis, &keys).await.expect("state");
         eprintln!(
             "concurrent: {} accepted, {} processed",

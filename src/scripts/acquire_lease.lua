@@ -9,11 +9,19 @@
 -- Returns {1, epoch, last enqueue or ""} when taken,
 --         {0, ms left on the lease, holder} when someone holds it.
 -- PTTL is only read on the branch that writes nothing, so the script
--- replicates verbatim on Redis 3.2 too.
-local holder = redis.call('GET', KEYS[1])
+-- replicates verbatim on Redis 3.2 too. Everything is read before the first
+-- write (INCR), so a key of the wrong type changes nothing.
+local lease, epoch_key, last_enqueue = KEYS[1], KEYS[2], KEYS[3]
+local copy_id, lease_ms = ARGV[1], ARGV[2]
+local holder = redis.call('GET', lease)
 if holder then
-  return {0, redis.call('PTTL', KEYS[1]), holder}
+  return {0, redis.call('PTTL', lease), holder}
 end
-local epoch = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], epoch .. ':' .. ARGV[1], 'PX', ARGV[2])
-return {1, epoch, redis.call('GET', KEYS[3]) or ''}
+local refusal = wrong_types(epoch_key, 'counter', last_enqueue, 'string')
+if refusal then
+  return refusal
+end
+local last = redis.call('GET', last_enqueue) or ''
+local epoch = redis.call('INCR', epoch_key)
+redis.call('SET', lease, epoch .. ':' .. copy_id, 'PX', lease_ms)
+return {1, epoch, last}

@@ -4,34 +4,48 @@
 -- KEYS[1] lease
 -- KEYS[2] seq              counter; the messages' numbers are assigned here
 -- KEYS[3] queue            list; new messages are pushed on the left, claimed from the right
--- KEYS[4] last enqueue     see acquire_lease
+-- KEYS[4] last enqueue     see acquire_lease; it expires one interval after the
+--                          newest message, so that its PTTL tells a new generator,
+--                          by Redis's clock, how long to wait before its first
 -- ARGV[1] holder value "<epoch>:<copy id>" the caller believes it holds
 -- ARGV[2] wake channel
 -- ARGV[3] last enqueue value "<generated_at_ms> <epoch> <producer>"
 -- ARGV[4] queue cap: when the queue already holds this many, write nothing (0: no cap)
--- ARGV[5..] each message's JSON after its seq field: ',"epoch":...}'
+-- ARGV[5] the interval in ms (0: the last enqueue never expires)
+-- ARGV[6..] each message's JSON after its seq field: ',"epoch":...}'
 --
 -- Returns the seq of the first message (the others follow it in order),
 -- 0 when the caller does not hold the lease, -1 when the queue is at its
--- cap; in both of those cases nothing changed.
+-- cap; in both of those cases nothing changed. The types of seq and queue
+-- are checked before seq is counted up, so that no seq is ever burnt.
 -- A wake-up is published only when the queue was empty: otherwise every
 -- processor is either busy with the queue already or will see it on its poll.
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+local lease, seq, queue, last_enqueue = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local holder, wake_channel, last, cap, interval_ms = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local first_body = 6
+if redis.call('GET', lease) ~= holder then
   return 0
 end
-local cap = tonumber(ARGV[4])
-if cap > 0 and redis.call('LLEN', KEYS[3]) >= cap then
+local refusal = wrong_types(seq, 'counter', queue, 'list')
+if refusal then
+  return refusal
+end
+if cap > 0 and redis.call('LLEN', queue) >= cap then
   return -1
 end
-local n = #ARGV - 4
-local first = redis.call('INCRBY', KEYS[2], n) - n + 1
+local n = #ARGV - first_body + 1
+local first = redis.call('INCRBY', seq, n) - n + 1
 local items = {}
 for i = 1, n do
-  items[i] = '{"seq":' .. (first + i - 1) .. ARGV[4 + i]
+  items[i] = '{"seq":' .. (first + i - 1) .. ARGV[first_body + i - 1]
 end
-local length = redis.call('LPUSH', KEYS[3], unpack(items))
-redis.call('SET', KEYS[4], ARGV[3])
+local length = redis.call('LPUSH', queue, unpack(items))
+if interval_ms > 0 then
+  redis.call('SET', last_enqueue, last, 'PX', interval_ms)
+else
+  redis.call('SET', last_enqueue, last)
+end
 if length == n then
-  redis.call('PUBLISH', ARGV[2], 'job')
+  redis.call('PUBLISH', wake_channel, 'job')
 end
 return first

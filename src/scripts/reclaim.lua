@@ -17,38 +17,60 @@
 -- finds an empty list and an absent registry entry.
 -- Messages go back to the right end of the queue, the end claimed next, the
 -- oldest claim last so that it is claimed first. A message delivered
--- max-deliveries times goes to dead-letter instead.
-if redis.call('EXISTS', KEYS[1]) == 1 then
+-- max-deliveries times goes to dead-letter instead, and so does an item that
+-- is not a message.
+-- A message is never decoded and encoded again (cjson cannot encode every
+-- number it decodes, and would change others): its delivery count is a
+-- field written at its front, '{"deliveries":N,', and only that is rewritten.
+-- Every key is checked before the first write.
+local heartbeat, processing, registry, queue, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local copy_id, max, wake_channel, counts = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4] == '1'
+if redis.call('EXISTS', heartbeat) == 1 then
   return {-1, 0}
 end
-local max = tonumber(ARGV[2])
-local back, dead = 0, 0
+local refusal = wrong_types(processing, 'list', registry, 'hash', queue, 'list', dead, 'list')
+if refusal then
+  return refusal
+end
+-- The delivery count of a message, and the item without it: written at the
+-- front by this script, or (an item written by an earlier version) anywhere.
+local function deliveries_of(item, msg)
+  local n, rest = string.match(item, '^{"deliveries":(%d+),(.*)$')
+  if n then
+    return tonumber(n), '{' .. rest
+  end
+  local without = string.gsub(item, ',"deliveries":%-?%d+', '', 1)
+  return tonumber(msg.deliveries) or 0, without
+end
+local back, dead_count = 0, 0
 while true do
-  local item = redis.call('LPOP', KEYS[2])
+  local item = redis.call('LPOP', processing)
   if not item then
     break
   end
   local ok, msg = pcall(cjson.decode, item)
-  if ok and type(msg) == 'table' and type(msg.seq) == 'number' then
-    if ARGV[4] == '1' then
-      msg.deliveries = (tonumber(msg.deliveries) or 0) + 1
+  if ok and type(msg) == 'table' and type(msg.seq) == 'number' and string.sub(item, 1, 1) == '{' then
+    local n, rest = deliveries_of(item, msg)
+    if counts then
+      n = n + 1
     end
-    if (tonumber(msg.deliveries) or 0) >= max then
-      redis.call('LPUSH', KEYS[5], cjson.encode({
-        reason = 'delivered ' .. msg.deliveries .. ' times without an ack',
-        item = cjson.encode(msg)}))
-      dead = dead + 1
+    if n >= max then
+      redis.call('LPUSH', dead, dead_record('delivered ' .. n .. ' times without an ack', item, #item))
+      dead_count = dead_count + 1
     else
-      redis.call('RPUSH', KEYS[4], cjson.encode(msg))
+      if n > 0 then
+        item = '{"deliveries":' .. string.format('%d', n) .. ',' .. string.sub(rest, 2)
+      end
+      redis.call('RPUSH', queue, item)
       back = back + 1
     end
   else
-    redis.call('LPUSH', KEYS[5], cjson.encode({reason = 'not a valid message', item = item}))
-    dead = dead + 1
+    redis.call('LPUSH', dead, dead_record('not a valid message', item, #item))
+    dead_count = dead_count + 1
   end
 end
-redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('HDEL', registry, copy_id)
 if back > 0 then
-  redis.call('PUBLISH', ARGV[3], 'job')
+  redis.call('PUBLISH', wake_channel, 'job')
 end
-return {back, dead}
+return {back, dead_count}

@@ -8,18 +8,24 @@
 -- ARGV[1] run id
 --
 -- Returns how many errors went back, or -1 when the run's lock exists (the
--- run is alive: nothing changed).
-if redis.call('EXISTS', KEYS[1]) == 1 then
+-- run is alive: nothing changed). Every key is checked before the first write.
+local lock, draining, errors, drains = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local run_id = ARGV[1]
+if redis.call('EXISTS', lock) == 1 then
   return -1
+end
+local refusal = wrong_types(draining, 'list', errors, 'list', drains, 'set')
+if refusal then
+  return refusal
 end
 local n = 0
 while true do
-  local item = redis.call('LPOP', KEYS[2])
+  local item = redis.call('LPOP', draining)
   if not item then
     break
   end
-  redis.call('RPUSH', KEYS[3], item)
+  redis.call('RPUSH', errors, item)
   n = n + 1
 end
-redis.call('SREM', KEYS[4], ARGV[1])
+redis.call('SREM', drains, run_id)
 return n

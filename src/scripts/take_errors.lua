@@ -2,19 +2,26 @@
 --
 -- KEYS[1] errors           newest on the left
 -- KEYS[2] draining list of the run
--- KEYS[3] lock of the run  string with a TTL; while it lives the run is alive
+-- KEYS[3] lock of the run  string with a TTL, renewed while the run lives
 -- KEYS[4] drains           set of the ids of runs that may hold a draining list
 -- ARGV[1] run id
 -- ARGV[2] batch size
 -- ARGV[3] lock TTL in ms
 --
 -- Returns the batch, oldest first. The errors stay in Redis, in the draining
--- list, until the run has written them out and deletes that list.
-redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[3])
-redis.call('SADD', KEYS[4], ARGV[1])
+-- list, until the run has written them out and settles them. Every key is
+-- checked before the first write.
+local errors, draining, lock, drains = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local run_id, batch, lock_ms = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local refusal = wrong_types(errors, 'list', draining, 'list', drains, 'set')
+if refusal then
+  return refusal
+end
+redis.call('SET', lock, run_id, 'PX', lock_ms)
+redis.call('SADD', drains, run_id)
 local out = {}
-for _ = 1, tonumber(ARGV[2]) do
-  local item = redis.call('RPOPLPUSH', KEYS[1], KEYS[2])
+for _ = 1, batch do
+  local item = redis.call('RPOPLPUSH', errors, draining)
   if not item then
     break
   end

@@ -362,9 +362,13 @@ pub fn seqs_outside_errors(server: &RedisServer) -> BTreeMap<u64, Vec<String>> {
             }
         }
     }
-    let dead: Vec<String> = conn.lrange("{app}:dead", 0, -1).unwrap_or_default();
+    // Dead-letter records keep hostile items byte for byte: read them lossily.
+    let dead: Vec<Vec<u8>> = conn
+        .lrange("{app}:dead", 0, -1)
+        .expect("the dead-letter list");
     for record in dead {
-        let v: Value = serde_json::from_str(&record).unwrap_or(Value::Null);
+        let v: Value =
+            serde_json::from_str(&String::from_utf8_lossy(&record)).unwrap_or(Value::Null);
         let item: Value = v["item"]
             .as_str()
             .and_then(|s| serde_json::from_str(s).ok())
@@ -514,4 +518,193 @@ pub fn gaps_between_epochs(records: &[Stamp]) -> Vec<u64> {
         .filter(|w| w[1].epoch != w[0].epoch)
         .map(|w| w[1].generated_at_ms.saturating_sub(w[0].generated_at_ms))
         .collect()
+}
+
+// ---- hostile namespace: keys of the wrong type, odd items ----
+
+/// The fixed keys of the namespace `app` and the kind redis-ql keeps in each
+/// (`counter` is a string holding an integer).
+pub const NAMESPACE_KEYS: &[(&str, &str)] = &[
+    ("{app}:lease", "string"),
+    ("{app}:epoch", "counter"),
+    ("{app}:seq", "counter"),
+    ("{app}:last-enqueue", "string"),
+    ("{app}:queue", "list"),
+    ("{app}:copies", "hash"),
+    ("{app}:janitor", "string"),
+    ("{app}:processed", "counter"),
+    ("{app}:errors", "list"),
+    ("{app}:errors-total", "counter"),
+    ("{app}:dead", "list"),
+    ("{app}:drains", "set"),
+];
+
+/// The value of the wrong type a test wrote over a key, and what was there.
+#[derive(Debug, Clone)]
+pub struct BrokenKey {
+    pub key: String,
+    /// What the key holds now: `string` (the value "x"), `list`, `hash`,
+    /// `set` or `zset`.
+    pub junk: String,
+    /// `DUMP` of the key before, `None` when it did not exist.
+    pub dump: Option<Vec<u8>>,
+    /// Its `PTTL` then (-1: no expiry).
+    pub pttl: i64,
+    pub broken_at: Instant,
+}
+
+/// The wrong types to cycle through for a key of `kind`.
+pub fn wrong_types_for(kind: &str) -> Vec<&'static str> {
+    let right = if kind == "counter" { "string" } else { kind };
+    let mut junk: Vec<&'static str> = ["string", "list", "hash", "set", "zset"]
+        .into_iter()
+        .filter(|t| *t != right)
+        .collect();
+    if kind == "counter" {
+        // A string, but not an integer.
+        junk.push("string");
+    }
+    junk
+}
+
+/// In one MULTI/EXEC: `DUMP` and `PTTL` of `key`, then `key` replaced by a
+/// value of type `junk` (`string` writes "x").
+pub fn break_key(conn: &mut redis::Connection, key: &str, junk: &str) -> BrokenKey {
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("DUMP")
+        .arg(key)
+        .cmd("PTTL")
+        .arg(key)
+        .cmd("DEL")
+        .arg(key)
+        .ignore();
+    match junk {
+        "string" => pipe.cmd("SET").arg(key).arg("x").ignore(),
+        "list" => pipe.cmd("RPUSH").arg(key).arg("x").arg("y").ignore(),
+        "hash" => pipe.cmd("HSET").arg(key).arg("x").arg("y").ignore(),
+        "set" => pipe.cmd("SADD").arg(key).arg("x").ignore(),
+        "zset" => pipe.cmd("ZADD").arg(key).arg(1).arg("x").ignore(),
+        other => panic!("no junk of type {other}"),
+    };
+    let (dump, pttl): (Option<Vec<u8>>, i64) = pipe
+        .query(conn)
+        .unwrap_or_else(|e| panic!("breaking {key}: {e}"));
+    BrokenKey {
+        key: key.to_string(),
+        junk: junk.to_string(),
+        dump,
+        pttl,
+        broken_at: Instant::now(),
+    }
+}
+
+/// Puts back what [`break_key`] replaced, atomically and only if the key
+/// still holds the junk (redis-ql may have overwritten it with a value of
+/// the right type: then that newer value stays). A key whose expiry passed
+/// while it was broken is deleted. True when the junk was still there.
+pub fn restore_key(conn: &mut redis::Connection, broken: &BrokenKey) -> bool {
+    let script = redis::Script::new(
+        r"
+        local found = redis.call('TYPE', KEYS[1])
+        found = found['ok'] or found
+        if found ~= ARGV[1] then return 0 end
+        if found == 'string' and redis.call('GET', KEYS[1]) ~= 'x' then return 0 end
+        redis.call('DEL', KEYS[1])
+        if ARGV[2] == '1' then
+          redis.call('RESTORE', KEYS[1], ARGV[3], ARGV[4])
+        end
+        return 1",
+    );
+    let elapsed = broken.broken_at.elapsed().as_millis() as i64;
+    let (restore, ttl) = match &broken.dump {
+        None => (false, 0),
+        Some(_) if broken.pttl < 0 => (true, 0),
+        Some(_) if broken.pttl > elapsed => (true, broken.pttl - elapsed),
+        // It would have expired meanwhile.
+        Some(_) => (false, 0),
+    };
+    let restored: i64 = script
+        .key(&broken.key)
+        .arg(&broken.junk)
+        .arg(if restore { "1" } else { "0" })
+        .arg(ttl)
+        .arg(broken.dump.clone().unwrap_or_default())
+        .invoke(conn)
+        .unwrap_or_else(|e| panic!("restoring {}: {e}", broken.key));
+    restored == 1
+}
+
+/// Whether `status --json` names `key`: in `problems`, or in the
+/// `last_error` of a worker that met it within the last `within`.
+pub fn status_names_key(status: &Value, key: &str, within: Duration) -> bool {
+    let in_problems = status["problems"].as_array().is_some_and(|ps| {
+        ps.iter()
+            .any(|p| p.as_str().is_some_and(|p| p.contains(key)))
+    });
+    let in_errors = status["workers"].as_array().is_some_and(|ws| {
+        ws.iter().any(|w| {
+            w["last_error"].as_str().is_some_and(|e| e.contains(key))
+                && w["last_error_ms_ago"]
+                    .as_u64()
+                    .is_some_and(|ago| ago <= within.as_millis() as u64)
+        })
+    });
+    in_problems || in_errors
+}
+
+/// The dead-letter records, oldest first, each decoded lossily (an item is
+/// kept byte for byte and may not be UTF-8): (record, item bytes as text).
+pub fn dead_records(server: &RedisServer) -> Vec<(Value, String)> {
+    let raw: Vec<Vec<u8>> = server
+        .conn()
+        .lrange("{app}:dead", 0, -1)
+        .unwrap_or_default();
+    raw.iter()
+        .rev()
+        .map(|bytes| {
+            let text = String::from_utf8_lossy(bytes);
+            let record: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("dead record is not JSON ({e}): {text:?}"));
+            let item = record["item"].as_str().unwrap_or_default().to_string();
+            (record, item)
+        })
+        .collect()
+}
+
+/// Like [`break_key`] for a list, but waits (up to `deadline`) for a moment
+/// when the list holds something, so that what it held is at stake; after
+/// the deadline it breaks the list as it is. Replaces it with the string "x".
+pub fn break_list_while_it_holds(
+    conn: &mut redis::Connection,
+    key: &str,
+    deadline: Duration,
+) -> BrokenKey {
+    let script = redis::Script::new(
+        r"
+        if redis.call('LLEN', KEYS[1]) == 0 then return false end
+        local dump = redis.call('DUMP', KEYS[1])
+        local pttl = redis.call('PTTL', KEYS[1])
+        redis.call('DEL', KEYS[1])
+        redis.call('SET', KEYS[1], 'x')
+        return {dump, pttl}",
+    );
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        let caught: Option<(Vec<u8>, i64)> = script
+            .key(key)
+            .invoke(conn)
+            .unwrap_or_else(|e| panic!("breaking {key}: {e}"));
+        if let Some((dump, pttl)) = caught {
+            return BrokenKey {
+                key: key.to_string(),
+                junk: "string".into(),
+                dump: Some(dump),
+                pttl,
+                broken_at: Instant::now(),
+            };
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    break_key(conn, key, "string")
 }

@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,6 +15,10 @@ pub enum Mode {
     Delay(Duration),
     /// Nothing is forwarded until the mode changes; connections stay open.
     Hold,
+    /// Connections opened before the `n`th one through this proxy are delayed
+    /// as with `Delay`; newer ones pass: bytes of an old connection arrive
+    /// after those of a new one, as on a path that went slow.
+    DelayOlderThan(Duration, u64),
 }
 
 pub struct Proxy {
@@ -22,6 +26,7 @@ pub struct Proxy {
     mode: Arc<Mutex<Mode>>,
     stop: Arc<AtomicBool>,
     streams: Arc<Mutex<Vec<TcpStream>>>,
+    accepted: Arc<AtomicU64>,
 }
 
 impl Proxy {
@@ -34,11 +39,13 @@ impl Proxy {
             mode: Arc::new(Mutex::new(Mode::Pass)),
             stop: Arc::new(AtomicBool::new(false)),
             streams: Arc::default(),
+            accepted: Arc::default(),
         };
-        let (mode, stop, streams) = (
+        let (mode, stop, streams, accepted) = (
             proxy.mode.clone(),
             proxy.stop.clone(),
             proxy.streams.clone(),
+            proxy.accepted.clone(),
         );
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
@@ -50,6 +57,7 @@ impl Proxy {
                     }
                 };
                 let _ = client.set_nonblocking(false);
+                let index = accepted.fetch_add(1, Ordering::Relaxed);
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target_port)) else {
                     continue;
                 };
@@ -65,12 +73,17 @@ impl Proxy {
                     (server.try_clone(), client.try_clone()),
                 ] {
                     if let (Ok(from), Ok(to)) = (from, to) {
-                        pump(from, to, mode.clone(), stop.clone());
+                        pump(from, to, mode.clone(), stop.clone(), index);
                     }
                 }
             }
         });
         proxy
+    }
+
+    /// How many connections the proxy has accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     pub fn set(&self, mode: Mode) {
@@ -102,7 +115,13 @@ fn current(mode: &Mutex<Mode>) -> Mode {
 }
 
 /// Reads from `from` and writes to `to` through a delay line.
-fn pump(mut from: TcpStream, mut to: TcpStream, mode: Arc<Mutex<Mode>>, stop: Arc<AtomicBool>) {
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    mode: Arc<Mutex<Mode>>,
+    stop: Arc<AtomicBool>,
+    index: u64,
+) {
     let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
     let reader_mode = mode.clone();
     let reader_stop = stop.clone();
@@ -138,7 +157,8 @@ fn pump(mut from: TcpStream, mut to: TcpStream, mode: Arc<Mutex<Mode>>, stop: Ar
                     Mode::Hold if !stop.load(Ordering::Relaxed) => {
                         std::thread::sleep(Duration::from_millis(5))
                     }
-                    Mode::Delay(delay) => {
+                    Mode::Delay(delay) | Mode::DelayOlderThan(delay, _) if !matches!(current(&mode), Mode::DelayOlderThan(_, n) if index >= n) =>
+                    {
                         let due = read_at + delay;
                         let now = Instant::now();
                         if due > now {

@@ -1,0 +1,16 @@
+-- extend_lock: extend a lock (the generator lease, or a get-errors run's
+-- lock), but only for the holder that set it.
+--
+-- KEYS[1] the lock          string with an expiry
+-- ARGV[1] the holder value  as the lock was set (for the lease "<epoch>:<copy id>")
+-- ARGV[2] new length in ms
+--
+-- Returns 1 when extended, 0 when the caller no longer holds it (nothing changed).
+local lock = KEYS[1]
+local holder, length_ms = ARGV[1], ARGV[2]
+local ok, value = pcall(redis.call, 'GET', lock)
+if ok and value == holder then
+  redis.call('PEXPIRE', lock, length_ms)
+  return 1
+end
+return 0

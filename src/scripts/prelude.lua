@@ -1,0 +1,57 @@
+-- prelude: put in front of every script. A script checks every key it will
+-- write before its first write, because Redis does not roll back a script
+-- that fails half-way; a key of the wrong type (another program wrote it)
+-- is refused with a WRONGTYPE error that names the key and changes nothing.
+
+-- The reply to return when `key` holds something other than `kind` ('list',
+-- 'hash', 'set', 'string', or 'counter': absent or an integer string); nil
+-- when it is absent or of that kind.
+local function wrong_type(key, kind)
+  if kind == 'counter' then
+    local ok, value = pcall(redis.call, 'GET', key)
+    if not ok then
+      return redis.error_reply('WRONGTYPE ' .. key .. ' is not a string; redis-ql keeps a counter there')
+    end
+    if value and not (string.match(value, '^%-?%d+$') and #value < 19) then
+      return redis.error_reply('WRONGTYPE ' .. key .. ' is not an integer; redis-ql keeps a counter there')
+    end
+    return nil
+  end
+  local found = redis.call('TYPE', key)
+  found = found['ok'] or found
+  if found ~= 'none' and found ~= kind then
+    return redis.error_reply('WRONGTYPE ' .. key .. ' holds a ' .. found .. '; redis-ql keeps a ' .. kind .. ' there')
+  end
+  return nil
+end
+
+-- The first refusal among (key, kind) pairs, or nil when all are right.
+local function wrong_types(...)
+  local pairs = {...}
+  for i = 1, #pairs, 2 do
+    local refusal = wrong_type(pairs[i], pairs[i + 1])
+    if refusal then
+      return refusal
+    end
+  end
+  return nil
+end
+
+-- A dead-letter record: why, how big the item was, and the item itself, or
+-- only its first `keep` bytes (cut on a UTF-8 character boundary) when it is
+-- longer. Built here so that the item never travels back over the network.
+local function dead_record(reason, item, keep)
+  local record = {reason = reason, bytes = #item}
+  if #item > keep then
+    local cut = keep
+    while cut > 0 and string.byte(item, cut + 1) >= 128 and string.byte(item, cut + 1) < 192 do
+      cut = cut - 1
+    end
+    record.item = string.sub(item, 1, cut)
+    record.truncated = true
+  else
+    record.item = item
+  end
+  return cjson.encode(record)
+end
+
