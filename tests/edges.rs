@@ -464,7 +464,7 @@ fn a_broken_or_closed_stderr_never_stops_a_copy_from_shutting_down() {
 
     // stderr closed from the start: it works, and stops on SIGHUP.
     let mut closed = Command::new("sh")
-        .args(["-c", "exec \"$0\" \"$@\" 2>&-", app_binary()])
+        .args(["-c", "exec \"$0\" \"$@\" 2>&-", &app_binary()])
         .args(server.app_args())
         .args(["start", "--name", "closed"])
         .spawn()

@@ -492,3 +492,215 @@ async fn a_batch_ack_answers_each_message_on_its_own() {
     );
     assert_eq!(counters(&redis, &keys).await, (Some(2), 1, Some(1), 1, 0));
 }
+
+/// Every key of the namespace and its value, as DUMP sees it.
+async fn snapshot_all(redis: &Redis) -> Vec<(String, Option<Vec<u8>>)> {
+    let mut conn = redis.conn();
+    let mut keys: Vec<String> = conn.keys("{app}:*").await.expect("keys");
+    keys.sort();
+    let mut all = Vec::new();
+    for key in keys {
+        let dump: Option<Vec<u8>> = redis::cmd("DUMP")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("dump");
+        all.push((key, dump));
+    }
+    all
+}
+
+/// Case 5 of the edges: a key of the wrong type, written by another
+/// program, makes every script that would write it refuse the whole call,
+/// name the key, and change nothing at all (no seq burnt, nothing popped).
+#[tokio::test]
+async fn a_key_of_the_wrong_type_refuses_the_call_names_the_key_and_changes_nothing() {
+    let server = RedisServer::start();
+    let (redis, keys) = connect(&server).await;
+    queue_three(&redis, &keys).await;
+    register(&redis, &keys, "c").await;
+    let Claim::Claimed { items, .. } = scripts::claim(&redis, &keys, "c", 2, 1_048_576)
+        .await
+        .expect("claim")
+    else {
+        panic!("claim refused")
+    };
+    let _: () = redis
+        .conn()
+        .sadd(keys.drains(), "r")
+        .await
+        .expect("a drain");
+    let _: () = redis
+        .conn()
+        .lpush(keys.draining("r"), "{}")
+        .await
+        .expect("a drain");
+    let holder = scripts::holder_value(1, "g");
+
+    for (key, calls) in [
+        (keys.errors(), "ack error / take_errors / return_drain"),
+        (keys.errors_total(), "ack error"),
+        (keys.processed(), "ack"),
+        (keys.dead(), "ack dead / claim"),
+        (keys.queue(), "enqueue / claim / reclaim"),
+        (keys.seq(), "enqueue"),
+        (keys.processing("c"), "ack / claim"),
+        (keys.drains(), "take_errors / return_drain"),
+        (keys.epoch(), "acquire_lease"),
+    ] {
+        let saved: Option<Vec<u8>> = redis::cmd("DUMP")
+            .arg(&key)
+            .query_async(&mut redis.conn())
+            .await
+            .expect("dump");
+        let _: () = redis.conn().del(&key).await.expect("del");
+        // A counter gets a word, anything else a hash.
+        if key == keys.seq()
+            || key == keys.epoch()
+            || key == keys.processed()
+            || key == keys.errors_total()
+        {
+            let _: () = redis.conn().set(&key, "not a number").await.expect("set");
+        } else {
+            let _: () = redis.conn().hset(&key, "f", "v").await.expect("hset");
+        }
+        // Each call either goes through, or refuses, names the key and
+        // changes nothing at all.
+        let mut named = Vec::new();
+        macro_rules! call {
+            ($call:expr) => {{
+                let before = snapshot_all(&redis).await;
+                if let Err(e) = $call.await {
+                    assert_eq!(before, snapshot_all(&redis).await, "{e} changed something");
+                    named.push(e.to_string());
+                }
+            }};
+        }
+        call!(scripts::ack(
+            &redis,
+            &keys,
+            "c",
+            &[(items[0].clone(), Outcome::Error(r#"{"seq":1}"#.into()))]
+        ));
+        call!(scripts::ack(
+            &redis,
+            &keys,
+            "c",
+            &[(items[1].clone(), Outcome::Dead("x".into()))]
+        ));
+        call!(scripts::enqueue(
+            &redis,
+            &keys,
+            &holder,
+            &[BODY.to_string()],
+            &last(),
+            0,
+            Duration::from_millis(500)
+        ));
+        call!(scripts::claim(&redis, &keys, "c", 1, 1_048_576));
+        call!(scripts::take_errors(&redis, &keys, "r2", 5, 10_000));
+        call!(scripts::return_drain(&redis, &keys, "r"));
+        call!(scripts::reclaim(&redis, &keys, "ghost", 5, true));
+        let _: () = redis
+            .conn()
+            .del(keys.lease())
+            .await
+            .expect("free the lease");
+        call!(scripts::acquire_lease(&redis, &keys, "h", 10_000));
+        let _: () = redis
+            .conn()
+            .set(keys.lease(), &holder)
+            .await
+            .expect("lease back");
+        assert!(
+            named
+                .iter()
+                .any(|e| e.contains(&key) && e.contains("redis-ql keeps")),
+            "{key} ({calls}) was not named: {named:?}"
+        );
+        // Put the key back as it was.
+        let _: () = redis.conn().del(&key).await.expect("del");
+        if let Some(saved) = saved {
+            let _: () = redis::cmd("RESTORE")
+                .arg(&key)
+                .arg(0)
+                .arg(saved)
+                .query_async(&mut redis.conn())
+                .await
+                .expect("restore");
+        }
+    }
+    // Fixed, the audit holds: every seq accepted is in exactly one place, none burnt.
+    let mut conn = redis.conn();
+    let seq: u64 = conn.get(keys.seq()).await.expect("seq");
+    let mut found = Vec::new();
+    for list in [
+        keys.queue(),
+        keys.processing("c"),
+        keys.errors(),
+        keys.dead(),
+        keys.draining("r2"),
+    ] {
+        let items: Vec<Vec<u8>> = conn.lrange(&list, 0, -1).await.expect("lrange");
+        for item in items {
+            let text = String::from_utf8_lossy(&item).replace("\\\"", "\"");
+            if let Some(at) = text.find("\"seq\":") {
+                let digits: String = text[at + 6..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                found.push(digits.parse::<u64>().expect("a seq"));
+            }
+        }
+    }
+    found.sort_unstable();
+    assert_eq!(
+        found,
+        (1..=seq).collect::<Vec<_>>(),
+        "every accepted seq once, none burnt"
+    );
+}
+
+/// Case 4 of the edges: a message that decodes but that Lua's cjson cannot
+/// encode again (a number out of range), one redelivered by an older version
+/// (its count at the end), and garbage: the janitor loses none of them.
+#[tokio::test]
+async fn reclaim_never_loses_what_cjson_cannot_encode() {
+    let server = RedisServer::start();
+    let (redis, keys) = connect(&server).await;
+    let mut conn = redis.conn();
+    register(&redis, &keys, "gone").await;
+    let huge = r#"{"seq":7,"epoch":1,"producer":"p","text":"t","generated_at_ms":1,"x":1e400}"#;
+    let older =
+        r#"{"seq":8,"epoch":1,"producer":"p","text":"t","generated_at_ms":1,"deliveries":2}"#;
+    let mine =
+        r#"{"deliveries":3,"seq":9,"epoch":1,"producer":"p","text":"t","generated_at_ms":1}"#;
+    let nested = format!("{}1{}", "[".repeat(2000), "]".repeat(2000));
+    for item in [huge, older, mine, nested.as_str()] {
+        let _: () = conn
+            .rpush(keys.processing("gone"), item)
+            .await
+            .expect("push");
+    }
+    let _: () = conn.del(keys.heartbeat("gone")).await.expect("del");
+    let reclaimed = scripts::reclaim(&redis, &keys, "gone", 5, true)
+        .await
+        .expect("reclaim")
+        .expect("dead");
+    assert_eq!((reclaimed.requeued, reclaimed.dead_lettered), (3, 1));
+    let queue: Vec<String> = conn.lrange(keys.queue(), 0, -1).await.expect("queue");
+    assert!(
+        queue.contains(&format!("{{\"deliveries\":1,{}", &huge[1..])),
+        "{queue:?}"
+    );
+    let redelivered: Vec<(u64, u32)> = queue
+        .iter()
+        .filter_map(|i| redis_ql::message::Message::decode(i.as_bytes()).ok())
+        .map(|m| (m.seq, m.deliveries))
+        .collect();
+    assert!(redelivered.contains(&(8, 3)), "{queue:?}");
+    assert!(redelivered.contains(&(9, 4)), "{queue:?}");
+    let dead: Vec<Vec<u8>> = conn.lrange(keys.dead(), 0, -1).await.expect("dead");
+    let record = redis_ql::message::DeadRecord::decode(&dead[0]).expect("a record");
+    assert_eq!(record.item, nested, "kept byte for byte");
+}

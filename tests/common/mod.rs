@@ -155,8 +155,13 @@ impl Drop for RedisServer {
     }
 }
 
-pub fn app_binary() -> &'static str {
-    option_env!("CARGO_BIN_EXE_app").unwrap_or("app")
+/// The `app` under test: `$APP_BIN` when set (to run the suite against
+/// another build, e.g. an older one), else the one cargo built.
+pub fn app_binary() -> String {
+    std::env::var("APP_BIN")
+        .ok()
+        .or(option_env!("CARGO_BIN_EXE_app").map(String::from))
+        .unwrap_or_else(|| "app".to_string())
 }
 
 /// Runs `app` to completion with `args` against the server.
@@ -570,6 +575,15 @@ pub fn wrong_types_for(kind: &str) -> Vec<&'static str> {
 /// In one MULTI/EXEC: `DUMP` and `PTTL` of `key`, then `key` replaced by a
 /// value of type `junk` (`string` writes "x").
 pub fn break_key(conn: &mut redis::Connection, key: &str, junk: &str) -> BrokenKey {
+    try_break_key(conn, key, junk).unwrap_or_else(|e| panic!("breaking {key}: {e}"))
+}
+
+/// [`break_key`] that returns Redis's error (the server may be down).
+pub fn try_break_key(
+    conn: &mut redis::Connection,
+    key: &str,
+    junk: &str,
+) -> redis::RedisResult<BrokenKey> {
     let mut pipe = redis::pipe();
     pipe.atomic()
         .cmd("DUMP")
@@ -587,16 +601,14 @@ pub fn break_key(conn: &mut redis::Connection, key: &str, junk: &str) -> BrokenK
         "zset" => pipe.cmd("ZADD").arg(key).arg(1).arg("x").ignore(),
         other => panic!("no junk of type {other}"),
     };
-    let (dump, pttl): (Option<Vec<u8>>, i64) = pipe
-        .query(conn)
-        .unwrap_or_else(|e| panic!("breaking {key}: {e}"));
-    BrokenKey {
+    let (dump, pttl): (Option<Vec<u8>>, i64) = pipe.query(conn)?;
+    Ok(BrokenKey {
         key: key.to_string(),
         junk: junk.to_string(),
         dump,
         pttl,
         broken_at: Instant::now(),
-    }
+    })
 }
 
 /// Puts back what [`break_key`] replaced, atomically and only if the key
@@ -604,6 +616,14 @@ pub fn break_key(conn: &mut redis::Connection, key: &str, junk: &str) -> BrokenK
 /// the right type: then that newer value stays). A key whose expiry passed
 /// while it was broken is deleted. True when the junk was still there.
 pub fn restore_key(conn: &mut redis::Connection, broken: &BrokenKey) -> bool {
+    try_restore_key(conn, broken).unwrap_or_else(|e| panic!("restoring {}: {e}", broken.key))
+}
+
+/// [`restore_key`] that returns Redis's error (the server may be down).
+pub fn try_restore_key(
+    conn: &mut redis::Connection,
+    broken: &BrokenKey,
+) -> redis::RedisResult<bool> {
     let script = redis::Script::new(
         r"
         local found = redis.call('TYPE', KEYS[1])
@@ -630,9 +650,8 @@ pub fn restore_key(conn: &mut redis::Connection, broken: &BrokenKey) -> bool {
         .arg(if restore { "1" } else { "0" })
         .arg(ttl)
         .arg(broken.dump.clone().unwrap_or_default())
-        .invoke(conn)
-        .unwrap_or_else(|e| panic!("restoring {}: {e}", broken.key));
-    restored == 1
+        .invoke(conn)?;
+    Ok(restored == 1)
 }
 
 /// Whether `status --json` names `key`: in `problems`, or in the
