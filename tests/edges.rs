@@ -262,42 +262,51 @@ fn an_item_that_grows_when_escaped_cannot_block_the_acks() {
 fn a_claim_that_redis_runs_late_strands_nothing() {
     let _serial = serial();
     let server = RedisServer::start();
-    queue_messages(&server, 12);
+    queue_messages(&server, 150);
     let proxy = Proxy::start(server.port);
     let _processor = Copy::start_via(
         &server,
         proxy.port,
         "late",
-        &[ALL_ERRORS, &["--role", "processor", "--work-ms", "250"]].concat(),
+        &[
+            ALL_ERRORS,
+            &[
+                "--role",
+                "processor",
+                "--work-ms",
+                "200",
+                "--concurrency",
+                "4",
+            ],
+        ]
+        .concat(),
     );
-    wait_until(
-        "the first messages processed",
-        Duration::from_secs(10),
-        || {
-            server
-                .conn()
-                .get::<_, Option<u64>>("{app}:processed")
-                .ok()
-                .flatten()
-                .unwrap_or(0)
-                >= 2
-        },
-    );
-    // The connections open now go slow; the one that replaces them does not.
-    proxy.set(Mode::DelayOlderThan(
-        Duration::from_millis(1500),
-        proxy.accepted(),
-    ));
-    std::thread::sleep(Duration::from_millis(2500));
-    proxy.set(Mode::Pass);
-    wait_until("every message committed", Duration::from_secs(15), || {
+    let processed = || {
         server
             .conn()
             .get::<_, Option<u64>>("{app}:processed")
             .ok()
             .flatten()
             .unwrap_or(0)
-            >= 12
+    };
+    wait_until(
+        "the first messages processed",
+        Duration::from_secs(10),
+        || processed() >= 2,
+    );
+    // Three times, the connections open now go slow while the ones that
+    // replace them do not: claims sent before land after later requests.
+    for _ in 0..3 {
+        proxy.set(Mode::DelayOlderThan(
+            Duration::from_millis(3000),
+            proxy.accepted(),
+        ));
+        std::thread::sleep(Duration::from_millis(3500));
+        proxy.set(Mode::Pass);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    wait_until("every message committed", Duration::from_secs(20), || {
+        processed() >= 60
     });
     let records = get_errors(&server);
     audit_exactly_once(&server, &records);

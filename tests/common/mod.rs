@@ -160,6 +160,7 @@ impl Drop for RedisServer {
 pub fn app_binary() -> String {
     std::env::var("APP_BIN")
         .ok()
+        .filter(|bin| !bin.is_empty())
         .or(option_env!("CARGO_BIN_EXE_app").map(String::from))
         .unwrap_or_else(|| "app".to_string())
 }
