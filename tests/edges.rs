@@ -174,6 +174,24 @@ fn a_dead_get_errors_run_gives_its_batch_back_with_no_copy_running() {
     assert_eq!(drains, 0);
 }
 
+/// Ten messages generated after now are committed, and then, all copies
+/// stopped, every message is in exactly one place.
+fn copies_went_on_and_lost_nothing(server: &RedisServer, copies: &mut [Copy]) {
+    let mark = generated(server);
+    wait_until("later messages committed", Duration::from_secs(10), || {
+        server
+            .conn()
+            .get::<_, Option<u64>>("{app}:processed")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+            >= mark + 10
+    });
+    stop_all(server, copies);
+    let records = get_errors(server);
+    audit_exactly_once(server, &records);
+}
+
 /// Case 3: an item of 20 MB goes to dead-letter inside Redis, its record
 /// bounded, and the copies go on committing everything else.
 #[test]
@@ -201,19 +219,7 @@ fn an_oversized_item_goes_to_dead_letter_and_stalls_nobody() {
             })
         },
     );
-    let mark = generated(&server);
-    wait_until("later messages committed", Duration::from_secs(10), || {
-        server
-            .conn()
-            .get::<_, Option<u64>>("{app}:processed")
-            .ok()
-            .flatten()
-            .unwrap_or(0)
-            >= mark + 10
-    });
-    stop_all(&server, &mut copies);
-    let records = get_errors(&server);
-    audit_exactly_once(&server, &records);
+    copies_went_on_and_lost_nothing(&server, &mut copies);
 }
 
 /// Case 3, its sibling: under a low proto-max-bulk-len, an item whose
@@ -233,19 +239,7 @@ fn an_item_that_grows_when_escaped_cannot_block_the_acks() {
     wait_until("both items in dead-letter", Duration::from_secs(10), || {
         server.conn().llen::<_, u64>("{app}:dead").unwrap_or(0) >= 2
     });
-    let mark = generated(&server);
-    wait_until("later messages committed", Duration::from_secs(10), || {
-        server
-            .conn()
-            .get::<_, Option<u64>>("{app}:processed")
-            .ok()
-            .flatten()
-            .unwrap_or(0)
-            >= mark + 10
-    });
-    stop_all(&server, &mut copies);
-    let records = get_errors(&server);
-    audit_exactly_once(&server, &records);
+    copies_went_on_and_lost_nothing(&server, &mut copies);
     // The 100 KB one fits and keeps every byte, however hostile.
     let dead: Vec<Vec<u8>> = server.conn().lrange("{app}:dead", 0, -1).expect("dead");
     assert!(dead.iter().any(|d| {
