@@ -496,3 +496,26 @@ pub async fn return_drain(redis: &Redis, keys: &Keys, run_id: &str) -> RedisResu
         n => Err(unexpected("return_drain", &[Value::Int(n)])),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_of_an_unexpected_shape_is_an_error_not_a_default() {
+        let reply = [Value::Int(1), Value::Nil, Value::BulkString(b"7".to_vec())];
+        assert_eq!(int("t", &reply, 0).ok(), Some(1));
+        assert!(int("t", &reply, 1).is_err(), "nil is not 0");
+        assert!(
+            int("t", &reply, 2).is_err(),
+            "a string is not a number here"
+        );
+        assert!(int("t", &reply, 3).is_err(), "a missing element is not 0");
+        assert!(uint("t", &[Value::Int(-1)], 0).is_err());
+        assert!(bytes("t", &reply, 0).is_err());
+        assert_eq!(bytes("t", &reply, 2).ok(), Some(b"7".to_vec()));
+        let err = int("claim", &reply, 1).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::UnexpectedReturnType);
+        assert!(err.to_string().contains("claim"), "{err}");
+    }
+}
