@@ -55,6 +55,13 @@ fn valid_until(sent: Instant, length: Duration) -> Instant {
     sent + length - length / 10
 }
 
+/// Whether the lease value `"<epoch>:<copy id>"` names this copy.
+fn is_ours(holder: &str, id: &str) -> bool {
+    holder
+        .split_once(':')
+        .is_some_and(|(_, holder_id)| holder_id == id)
+}
+
 /// Competes for the lease until shutdown; while it holds it, generates.
 pub async fn campaign(node: Arc<Node>, shutdown: CancellationToken) {
     let length = node.settings.lease;
@@ -79,6 +86,26 @@ pub async fn campaign(node: Arc<Node>, shutdown: CancellationToken) {
                 ));
                 node.set_role(Role::Generator);
                 lead(&node, &lease, last, &shutdown).await;
+                node.set_role(Role::Processor);
+                continue;
+            }
+            Ok(Acquired::Held { ms_left, holder }) if ms_left > 0 && is_ours(&holder, &id) => {
+                // An earlier request took it and only its answer was lost
+                // (it timed out, or reached Redis late): the lease is ours
+                // for what is left of it, under the epoch it was given.
+                let Some(epoch) = holder.split_once(':').and_then(|(e, _)| e.parse().ok()) else {
+                    continue;
+                };
+                info!(
+                    epoch,
+                    "took up the lease that a request whose answer was lost had taken"
+                );
+                let until = (sent + Duration::from_millis(ms_left as u64))
+                    .checked_sub(length / 10)
+                    .unwrap_or(sent);
+                let lease = Arc::new(HeldLease::new(epoch, holder, until));
+                node.set_role(Role::Generator);
+                lead(&node, &lease, None, &shutdown).await;
                 node.set_role(Role::Processor);
                 continue;
             }

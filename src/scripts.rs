@@ -426,8 +426,12 @@ pub async fn reclaim(
     }))
 }
 
-/// Moves up to `count` errors into the run's draining list and (re)sets its
-/// lock for `lock_ms`; oldest first.
+/// The most bytes of error records one batch of get-errors takes: a reply
+/// that a request timeout of a second can always carry.
+pub const TAKE_BYTES: u64 = 4 << 20;
+
+/// Moves up to `count` errors (and about [`TAKE_BYTES`]) into the run's
+/// draining list and (re)sets its lock for `lock_ms`; oldest first.
 pub async fn take_errors(
     redis: &Redis,
     keys: &Keys,
@@ -444,6 +448,7 @@ pub async fn take_errors(
             .arg(run_id)
             .arg(count)
             .arg(lock_ms)
+            .arg(TAKE_BYTES)
             .invoke_async(&mut redis.conn())
             .await,
     )
