@@ -4,6 +4,10 @@
 //! list of a copy that never existed). Nothing accepted may be lost or
 //! skipped, no copy may stall, exit or panic, and each broken key must be
 //! named in `status` and in the copies' logs at ERROR level.
+//!
+//! `HOSTILE_HOLD_MS=11000` keeps each key broken past the 10 s after which
+//! a repeated error is logged again (about 3.5 minutes); `HOSTILE_LOGS=1`
+//! prints the copies' logs.
 
 mod common;
 
@@ -175,8 +179,15 @@ fn break_for_a_while(server: &RedisServer, key: &str, junk: &str, takeover: bool
             false
         },
     );
-    let keep = Duration::from_millis(1000);
-    wait_until("a second of the broken key", keep * 2, || {
+    // HOSTILE_HOLD_MS=11000 keeps each key broken past the 10 s after
+    // which a repeated error is logged again.
+    let keep = Duration::from_millis(
+        std::env::var("HOSTILE_HOLD_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or(1000),
+    );
+    wait_until("the time the key stays broken", keep * 2, || {
         broken.broken_at.elapsed() >= keep
     });
     if key == "{app}:lease" && junk != "string" {
@@ -371,6 +382,21 @@ fn hostile_namespace() {
             "no ERROR line of this copy names a broken key; log:\n{log}"
         );
     }
+    // Which broken keys no copy named at ERROR: reported, not asserted (a
+    // raw WRONGTYPE from a command does not name its key, and a second
+    // problem of the same action within 10 s of the first is not logged).
+    let logs: Vec<String> = copies.iter().map(Copy::log_text).collect();
+    let mut unnamed: Vec<&String> = broken_keys
+        .iter()
+        .filter(|k| {
+            !logs.iter().any(|log| {
+                log.lines()
+                    .any(|l| l.contains(" ERROR ") && l.contains(k.as_str()))
+            })
+        })
+        .collect();
+    unnamed.dedup();
+    println!("  broken keys no log named at ERROR: {unnamed:?}");
     println!(
         "hostile namespace: {:.1} s",
         started.elapsed().as_secs_f64()
