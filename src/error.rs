@@ -98,7 +98,7 @@ impl LastError {
     pub fn report(&self, what: &str, err: &redis::RedisError) {
         let detail = crate::escape::for_terminal(&err.to_string()).into_owned();
         let text = format!("{what}: {detail}");
-        let log = !is_connection_error(err) && self.note(&text, what);
+        let log = !is_connection_error(err) && self.note(&text);
         if log {
             tracing::error!(error = %detail, check = hint(err), "{what} failed");
         }
@@ -108,24 +108,26 @@ impl LastError {
     pub fn problem(&self, what: &str, detail: &str) {
         let detail = crate::escape::for_terminal(detail).into_owned();
         let text = format!("{what}: {detail}");
-        if self.note(&text, what) {
+        if self.note(&text) {
             tracing::error!(problem = %detail, "{what}");
         }
     }
 
-    /// Stores `text`; true when `key` was not logged within REPEAT.
-    fn note(&self, text: &str, key: &str) -> bool {
+    /// Stores `text`; true when the same text was not logged within REPEAT
+    /// (each problem, each key named, is logged on its own).
+    fn note(&self, text: &str) -> bool {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.text = Some(text.to_string());
         inner.at_ms = crate::message::now_ms();
         let now = std::time::Instant::now();
-        match inner.logged.get(key) {
-            Some(at) if now.duration_since(*at) < Self::REPEAT => false,
-            _ => {
-                inner.logged.insert(key.to_string(), now);
-                true
-            }
+        inner
+            .logged
+            .retain(|_, at| now.duration_since(*at) < Self::REPEAT);
+        if inner.logged.contains_key(text) {
+            return false;
         }
+        inner.logged.insert(text.to_string(), now);
+        true
     }
 
     /// The last error and when it happened (wall clock, ms), if any.

@@ -21,10 +21,22 @@ use tracing::info;
 /// reported to `errors` and retried by the next pass.
 pub async fn pass(redis: &Redis, keys: &Keys, max_deliveries: u32, errors: &LastError) {
     if let Err(e) = reclaim_dead_copies(redis, keys, max_deliveries).await {
-        errors.report("janitor: reclaiming a dead copy's messages", &e);
+        errors.report(
+            &format!(
+                "janitor: reclaiming dead copies (listed in {})",
+                keys.registry()
+            ),
+            &e,
+        );
     }
     if let Err(e) = return_abandoned_drains(redis, keys).await {
-        errors.report("janitor: returning an abandoned get-errors batch", &e);
+        errors.report(
+            &format!(
+                "janitor: returning abandoned get-errors batches (listed in {})",
+                keys.drains()
+            ),
+            &e,
+        );
     }
 }
 

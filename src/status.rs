@@ -82,7 +82,7 @@ fn read_as<T: redis::FromRedisValue + Default>(
     match value.map(|v| redis::from_redis_value_ref::<T>(v)) {
         Some(Ok(v)) => v,
         Some(Err(e)) => {
-            let problem = format!("{key}: {e}");
+            let problem = format!("{key} does not hold what redis-ql keeps there ({e})");
             if !problems.iter().any(|p| p.starts_with(key)) {
                 problems.push(problem);
             }
@@ -125,7 +125,8 @@ pub async fn read(redis: &Redis, keys: &Keys) -> redis::RedisResult<Status> {
         .get(keys.seq())
         .get(keys.processed())
         .get(keys.errors_total())
-        .smembers(keys.drains());
+        .smembers(keys.drains())
+        .get(keys.epoch());
     let replies: Vec<Value> = redis.observe(first.query_async(&mut conn).await)?;
     let mut problems = Vec::new();
     for ((key, kind), reply) in expected.iter().zip(&replies) {
@@ -152,6 +153,8 @@ pub async fn read(redis: &Redis, keys: &Keys) -> redis::RedisResult<Status> {
     let processed = field!(keys.processed(), Option<u64>);
     let errors_total = field!(keys.errors_total(), Option<u64>);
     let drains = field!(keys.drains(), Vec<String>);
+    // Read only to be checked: a counter that is not a number stops the next takeover.
+    let _epoch = field!(keys.epoch(), Option<u64>);
 
     let mut ids: Vec<&String> = registry.keys().collect();
     ids.sort();

@@ -13,7 +13,10 @@
 -- write (INCR), so a key of the wrong type changes nothing.
 local lease, epoch_key, last_enqueue = KEYS[1], KEYS[2], KEYS[3]
 local copy_id, lease_ms = ARGV[1], ARGV[2]
-local holder = redis.call('GET', lease)
+local holder, lease_refusal = get_string(lease)
+if lease_refusal then
+  return lease_refusal
+end
 if holder then
   return {0, redis.call('PTTL', lease), holder}
 end

@@ -23,7 +23,11 @@
 local lease, seq, queue, last_enqueue = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local holder, wake_channel, last, cap, interval_ms = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local first_body = 6
-if redis.call('GET', lease) ~= holder then
+local current, lease_refusal = get_string(lease)
+if lease_refusal then
+  return lease_refusal
+end
+if current ~= holder then
   return 0
 end
 local refusal = wrong_types(seq, 'counter', queue, 'list')

@@ -5,11 +5,15 @@
 -- ARGV[1] the holder value  as the lock was set (for the lease "<epoch>:<copy id>")
 -- ARGV[2] new length in ms
 --
--- Returns 1 when extended, 0 when the caller no longer holds it (nothing changed).
+-- Returns 1 when extended, 0 when the caller no longer holds it (nothing
+-- changed); a lock of the wrong type is refused by name.
 local lock = KEYS[1]
 local holder, length_ms = ARGV[1], ARGV[2]
-local ok, value = pcall(redis.call, 'GET', lock)
-if ok and value == holder then
+local current, refusal = get_string(lock)
+if refusal then
+  return refusal
+end
+if current == holder then
   redis.call('PEXPIRE', lock, length_ms)
   return 1
 end

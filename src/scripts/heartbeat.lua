@@ -36,6 +36,11 @@ local registry_refusal = wrong_type(registry, 'hash')
 if registry_refusal then
   problem = registry_refusal['err']
 end
+-- A janitor lock of another type would silently give nobody the turn.
+local janitor_refusal = wrong_type(janitor, 'string')
+if janitor_refusal then
+  problem = janitor_refusal['err']
+end
 if mode == 'register' then
   redis.call('SET', heartbeat, copy_id, 'PX', ttl_ms)
 elseif redis.call('PEXPIRE', heartbeat, ttl_ms) == 0 then

@@ -25,6 +25,16 @@ local function wrong_type(key, kind)
   return nil
 end
 
+-- The value of the string `key` (false when absent), or nil and the refusal
+-- that names it when it holds something else.
+local function get_string(key)
+  local ok, value = pcall(redis.call, 'GET', key)
+  if ok then
+    return value, nil
+  end
+  return nil, wrong_type(key, 'string')
+end
+
 -- The first refusal among (key, kind) pairs, or nil when all are right.
 local function wrong_types(...)
   local pairs = {...}

@@ -5,9 +5,15 @@
 -- ARGV[2] lease channel, on which waiting copies hear that it is free
 --
 -- Returns 1 when released, 0 when the caller did not hold it (nothing changed).
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+local lease = KEYS[1]
+local holder, lease_channel = ARGV[1], ARGV[2]
+local current, refusal = get_string(lease)
+if refusal then
+  return refusal
+end
+if current ~= holder then
   return 0
 end
-redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[2], 'free')
+redis.call('DEL', lease)
+redis.call('PUBLISH', lease_channel, 'free')
 return 1
