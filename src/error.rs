@@ -46,9 +46,35 @@ impl Error {
     }
 }
 
+/// The code of a Redis error: its own, or, for a script that failed (which
+/// Redis before 7 reports as `ERR Error running script ...: -READONLY ...`),
+/// the code of the command inside it that failed.
+fn code(err: &redis::RedisError) -> Option<&'static str> {
+    const CODES: [&str; 8] = [
+        "OOM",
+        "READONLY",
+        "WRONGTYPE",
+        "NOPERM",
+        "NOAUTH",
+        "MISCONF",
+        "BUSY",
+        "LOADING",
+    ];
+    if let Some(code) = err.code() {
+        if let Some(known) = CODES.iter().find(|c| **c == code) {
+            return Some(known);
+        }
+    }
+    let text = err.to_string();
+    CODES
+        .iter()
+        .find(|c| text.contains(&format!("-{c} ")) || text.contains(&format!("{c}: ")))
+        .copied()
+}
+
 /// What to check when Redis answers a request with an error, by its code.
 pub fn hint(err: &redis::RedisError) -> &'static str {
-    match err.code() {
+    match code(err) {
         Some("OOM") => "Redis is at its maxmemory: raise maxmemory or free memory (the queue is never evicted with maxmemory-policy noeviction)",
         Some("READONLY") => "this Redis is a replica: point --host/--url at the primary",
         Some("WRONGTYPE") => "another program wrote a key of this namespace: delete or fix the key named; the messages are held until then",

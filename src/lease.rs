@@ -89,7 +89,10 @@ pub async fn campaign(node: Arc<Node>, shutdown: CancellationToken) {
                 node.set_role(Role::Processor);
                 continue;
             }
-            Ok(Acquired::Held { ms_left, holder }) if ms_left > 0 && is_ours(&holder, &id) => {
+            Ok(Acquired::Held { ms_left, holder })
+                if Duration::from_millis(ms_left.max(0) as u64) > length / 5
+                    && is_ours(&holder, &id) =>
+            {
                 // An earlier request took it and only its answer was lost
                 // (it timed out, or reached Redis late): the lease is ours
                 // for what is left of it, under the epoch it was given.
