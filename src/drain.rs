@@ -77,13 +77,15 @@ async fn renew(redis: Redis, keys: Keys, run_id: String, lock: Arc<Lock>, stop: 
     }
 }
 
-/// Takes up to `limit` errors (all when `None`), writing each to `out`.
+/// Takes up to `limit` errors (all when `None`), writing each to `out`;
+/// `would_block` tells whether a write to `out` would wait for its reader.
 pub async fn run(
     redis: &Redis,
     keys: &Keys,
     limit: Option<u64>,
     json: bool,
     out: &mut impl Write,
+    would_block: &dyn Fn() -> bool,
 ) -> Result<Drained, Error> {
     let fail = |e: redis::RedisError| Error::from_redis(redis.address(), &e);
     // Runs that died give their batches back first, even when no copy runs.
@@ -119,7 +121,8 @@ pub async fn run(
         if batch.is_empty() {
             break Ok(());
         }
-        let written = write_batch(redis, keys, &run_id, &batch, json, out, &lock).await;
+        let written =
+            write_batch(redis, keys, &run_id, &batch, json, out, would_block, &lock).await;
         taken += written.settled;
         if let Some(e) = written.error {
             break Err(e);
@@ -186,8 +189,12 @@ struct Written {
     error: Option<Error>,
 }
 
-/// Writes `batch` oldest first and settles what is written; stops at the
-/// first failed write, or when the lock can no longer be known to hold.
+/// Writes `batch` oldest first and settles what is written: before any
+/// write that would wait for the reader (so that a run killed while its
+/// reader dawdles leaves nothing written unsettled), every second, and at
+/// the end. Stops at the first failed write, or when the lock can no longer
+/// be known to hold.
+#[allow(clippy::too_many_arguments)]
 async fn write_batch(
     redis: &Redis,
     keys: &Keys,
@@ -195,6 +202,7 @@ async fn write_batch(
     batch: &[Vec<u8>],
     json: bool,
     out: &mut impl Write,
+    would_block: &dyn Fn() -> bool,
     lock: &Lock,
 ) -> Written {
     let mut settled = 0;
@@ -208,13 +216,8 @@ async fn write_batch(
             ));
             break;
         }
-        if let Err(e) = writeln!(out, "{}", format_line(raw, json)).and_then(|_| out.flush()) {
-            error = Some(Error::Output(e.to_string()));
-            break;
-        }
-        unsettled += 1;
-        if last_settle.elapsed() >= SETTLE_EVERY {
-            match settle(redis, keys, run_id, unsettled).await {
+        if unsettled > 0 && (would_block() || last_settle.elapsed() >= SETTLE_EVERY) {
+            match settle(redis, keys, run_id, unsettled, lock).await {
                 Ok(n) => settled += n,
                 Err(e) => {
                     error = Some(e);
@@ -225,9 +228,14 @@ async fn write_batch(
             unsettled = 0;
             last_settle = Instant::now();
         }
+        if let Err(e) = writeln!(out, "{}", format_line(raw, json)).and_then(|_| out.flush()) {
+            error = Some(Error::Output(e.to_string()));
+            break;
+        }
+        unsettled += 1;
     }
     if unsettled > 0 {
-        match settle(redis, keys, run_id, unsettled).await {
+        match settle(redis, keys, run_id, unsettled, lock).await {
             Ok(n) => settled += n,
             Err(e) => error = error.or(Some(e)),
         }
@@ -235,11 +243,28 @@ async fn write_batch(
     Written { settled, error }
 }
 
-/// Forgets `written` lines in Redis; an error when they had gone back.
-async fn settle(redis: &Redis, keys: &Keys, run_id: &str, written: u64) -> Result<u64, Error> {
-    let settled = scripts::settle_drain(redis, keys, run_id, written)
-        .await
-        .map_err(|e| Error::from_redis(redis.address(), &e))?;
+/// Forgets `written` lines in Redis; an error when they had gone back. What
+/// was printed must be forgotten: while Redis cannot be reached, it is tried
+/// again for as long as the lock is known to hold (a Redis that restarts
+/// from its append-only file still has the lock and the batch).
+async fn settle(
+    redis: &Redis,
+    keys: &Keys,
+    run_id: &str,
+    written: u64,
+    lock: &Lock,
+) -> Result<u64, Error> {
+    let mut backoff = Duration::from_millis(50);
+    let settled = loop {
+        match scripts::settle_drain(redis, keys, run_id, written).await {
+            Ok(settled) => break settled,
+            Err(e) if crate::error::is_connection_error(&e) && lock.holds() => {
+                tokio::time::sleep(crate::connection::jitter(backoff)).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+            Err(e) => return Err(Error::from_redis(redis.address(), &e)),
+        }
+    };
     if settled < written {
         return Err(Error::Output(format!(
             "{} errors already written had gone back to the errors list (this run was stopped for longer than its lock lives): they will be printed again",
@@ -247,6 +272,19 @@ async fn settle(redis: &Redis, keys: &Keys, run_id: &str, written: u64) -> Resul
         )));
     }
     Ok(settled)
+}
+
+/// Whether writing to stdout now would wait for its reader (a pipe that
+/// is full); a terminal or a file never does.
+pub fn stdout_would_block() -> bool {
+    let mut stdout = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd on the stack, and a zero timeout.
+    let ready = unsafe { libc::poll(&mut stdout, 1, 0) };
+    ready == 0
 }
 
 fn format_line(raw: &[u8], json: bool) -> String {

@@ -51,7 +51,9 @@ pub async fn run(
         // so that a generator faster than its processors cannot fill Redis.
         while !stop.is_cancelled() && lease.is_valid() {
             let texts: Vec<String> = (0..FAST_BATCH).map(|_| source.next_text()).collect();
-            if !emit(node, lease, &producer, &texts, FAST_QUEUE_CAP, stop).await {
+            if emit(node, lease, &producer, &texts, FAST_QUEUE_CAP, stop).await
+                == Emitted::QueueFull
+            {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
@@ -67,6 +69,7 @@ pub async fn run(
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let closest = interval.saturating_sub(SPACING_SLACK);
     let mut last_sent: Option<Instant> = None;
+    let mut too_soon = 0;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -87,8 +90,34 @@ pub async fn run(
             continue;
         }
         last_sent = Some(now);
-        emit(node, lease, &producer, std::slice::from_ref(&text), 0, stop).await;
-        text = source.next_text();
+        match emit(node, lease, &producer, std::slice::from_ref(&text), 0, stop).await {
+            Emitted::TooSoon => {
+                too_soon += 1;
+                if too_soon >= 3 {
+                    // A tick Redis ran late explains one refusal, not three
+                    // in a row: the key outlives an interval, so another
+                    // program set it. It is ours to reset.
+                    node.last_error.problem(
+                        "enqueue refused three times in a row as too soon",
+                        &format!(
+                            "{} outlived an interval; deleted it",
+                            node.keys.last_enqueue()
+                        ),
+                    );
+                    let _: redis::RedisResult<i64> = node.redis.observe(
+                        redis::cmd("DEL")
+                            .arg(node.keys.last_enqueue())
+                            .query_async(&mut node.redis.conn())
+                            .await,
+                    );
+                    too_soon = 0;
+                }
+            }
+            _ => {
+                too_soon = 0;
+                text = source.next_text();
+            }
+        }
     }
 }
 
@@ -110,7 +139,9 @@ async fn newest_is_new_for(node: &Node) -> Option<Duration> {
         .ok()?;
     match pttl {
         -2 => Some(Duration::ZERO),
-        ms if ms >= 0 => Some(Duration::from_millis(ms as u64 + 1)),
+        // Never more than an interval: a key another program set with a
+        // long expiry must not hold the generator back.
+        ms if ms >= 0 => Some(Duration::from_millis(ms as u64 + 1).min(node.settings.interval)),
         _ => None,
     }
 }
@@ -127,8 +158,7 @@ pub fn first_tick(last: Option<&LastEnqueue>, interval: Duration, now_ms: u64) -
     Duration::from_millis(due.saturating_sub(now_ms)).min(interval)
 }
 
-/// Enqueues `texts` in one fenced step; false when the queue was at
-/// `queue_cap` and nothing was written.
+/// Enqueues `texts` in one fenced step.
 async fn emit(
     node: &Node,
     lease: &HeldLease,
@@ -136,7 +166,7 @@ async fn emit(
     texts: &[String],
     queue_cap: u64,
     stop: &CancellationToken,
-) -> bool {
+) -> Emitted {
     let generated_at_ms = now_ms();
     let bodies: Vec<String> = texts
         .iter()
@@ -179,7 +209,11 @@ async fn emit(
                 "generated"
             )
         }
-        Ok(Enqueued::QueueFull) => return false,
+        Ok(Enqueued::QueueFull) => return Emitted::QueueFull,
+        Ok(Enqueued::TooSoon) => {
+            debug!("skipped a tick: Redis ran the last one less than an interval ago");
+            return Emitted::TooSoon;
+        }
         Ok(Enqueued::NotHolder) => {
             warn!(
                 epoch = lease.epoch,
@@ -189,7 +223,18 @@ async fn emit(
         }
         Err(e) => node.last_error.report("enqueue (the tick is skipped)", &e),
     }
-    true
+    Emitted::Done
+}
+
+/// What became of one tick's enqueue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Emitted {
+    /// Sent (accepted, refused for the lease, or failed and reported).
+    Done,
+    /// The queue was at its cap: nothing written.
+    QueueFull,
+    /// Redis saw the last message less than an interval ago: nothing written.
+    TooSoon,
 }
 
 #[cfg(test)]

@@ -59,10 +59,14 @@ async fn missing(
             .query_async(&mut redis.conn())
             .await,
     )?;
+    // Present means holding the member's own id: anything else was written
+    // by another program and keeps nobody alive.
     Ok(members
         .into_iter()
         .zip(values)
-        .filter_map(|(member, value)| value.is_none().then_some(member))
+        .filter_map(|(member, value)| {
+            (value.as_deref() != Some(member.as_bytes())).then_some(member)
+        })
         .collect())
 }
 

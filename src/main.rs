@@ -120,6 +120,7 @@ async fn dispatch(cli: Cli) -> Result<(), Error> {
                 args.limit,
                 args.json,
                 &mut std::io::stdout().lock(),
+                &drain::stdout_would_block,
             )
             .await?;
             let held = match drained.held_by_others {

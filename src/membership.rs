@@ -5,8 +5,9 @@
 //! (paused, cut off) may already have had its messages taken back, so it never
 //! resumes under the old id: it registers again under a new one.
 
+use crate::janitor;
 use crate::node::{client_name, new_copy_id, Node};
-use crate::{janitor, scripts};
+use crate::scripts::{self, BeatKind};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +17,8 @@ use tracing::{info, warn};
 pub const BEAT: Duration = Duration::from_secs(1);
 /// How long a heartbeat lives: three beats.
 pub const HEARTBEAT_TTL: Duration = Duration::from_secs(3);
+/// Every how many beats a copy checks that the janitor lock belongs to a copy.
+const JANITOR_CHECK_EVERY: u64 = 10;
 /// How often the janitor runs, in one copy of the cluster.
 pub const JANITOR_PERIOD: Duration = Duration::from_secs(1);
 
@@ -38,7 +41,7 @@ fn description(node: &Node) -> String {
     .to_string()
 }
 
-async fn beat_once(node: &Node, register: bool) -> redis::RedisResult<scripts::Beat> {
+async fn beat_once(node: &Node, kind: BeatKind) -> redis::RedisResult<scripts::Beat> {
     scripts::heartbeat(
         &node.redis,
         &node.keys,
@@ -46,7 +49,7 @@ async fn beat_once(node: &Node, register: bool) -> redis::RedisResult<scripts::B
         HEARTBEAT_TTL.as_millis() as u64,
         &description(node),
         JANITOR_PERIOD.as_millis() as u64,
-        register,
+        kind,
     )
     .await
 }
@@ -54,7 +57,7 @@ async fn beat_once(node: &Node, register: bool) -> redis::RedisResult<scripts::B
 /// Registers the copy's current id, retrying until it succeeds; false on shutdown.
 pub async fn register(node: &Node, shutdown: &CancellationToken) -> bool {
     loop {
-        match beat_once(node, true).await {
+        match beat_once(node, BeatKind::Register).await {
             Ok(_) => return true,
             Err(e) => node.last_error.report("registration", &e),
         }
@@ -69,15 +72,37 @@ pub async fn register(node: &Node, shutdown: &CancellationToken) -> bool {
 pub async fn beat(node: Arc<Node>, stop: CancellationToken) {
     let mut ticker = tokio::time::interval(BEAT);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut beats = 0u64;
+    let mut orphaned_seen = 0;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = ticker.tick() => {}
             _ = node.beat_now.notified() => {}
         }
-        match beat_once(&node, false).await {
+        beats += 1;
+        let kind = if beats.is_multiple_of(JANITOR_CHECK_EVERY) {
+            BeatKind::BeatAndCheckJanitor
+        } else {
+            BeatKind::Beat
+        };
+        match beat_once(&node, kind).await {
             Ok(beat) if !beat.alive => rejoin(&node).await,
             Ok(beat) => {
+                if kind == BeatKind::BeatAndCheckJanitor {
+                    orphaned_seen = if beat.janitor_orphaned {
+                        orphaned_seen + 1
+                    } else {
+                        0
+                    };
+                    // Twice in a row: not the lock of a copy that just left.
+                    if orphaned_seen >= 2 {
+                        node.last_error.problem(
+                            "the janitor lock is held by no copy",
+                            &format!("{} (set by another program?); every copy runs the janitor until it expires or is deleted", node.keys.janitor_lock()),
+                        );
+                    }
+                }
                 if let Some(problem) = &beat.problem {
                     node.last_error
                         .problem("a key of the namespace is of the wrong type", problem);
@@ -111,7 +136,7 @@ async fn rejoin(node: &Node) {
     let old = node.id();
     let new = new_copy_id(&node.settings.name);
     node.set_id(new.clone());
-    match beat_once(node, true).await {
+    match beat_once(node, BeatKind::Register).await {
         Ok(_) => {
             warn!(old = %old, new = %new, "heartbeat had expired (paused or cut off); re-registered under a new id");
             let _ = node

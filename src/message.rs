@@ -74,7 +74,8 @@ impl ErrorRecord {
             generated_at_ms: message.generated_at_ms,
             processor: processor.to_string(),
             detected_at_ms,
-            deliveries: message.deliveries + 1,
+            // A hostile item may carry any count: never overflow.
+            deliveries: message.deliveries.saturating_add(1),
         }
     }
 

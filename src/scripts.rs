@@ -201,6 +201,9 @@ pub enum Enqueued {
     NotHolder,
     /// The queue is at its cap: nothing was written.
     QueueFull,
+    /// The newest message is younger than the interval (less 10 ms) by
+    /// Redis's clock: nothing was written; the tick is skipped.
+    TooSoon,
 }
 
 /// The fenced enqueue of `bodies` (each a message's JSON after its seq
@@ -233,6 +236,7 @@ pub async fn enqueue(
     Ok(match first {
         0 => Enqueued::NotHolder,
         -1 => Enqueued::QueueFull,
+        -2 => Enqueued::TooSoon,
         n if n > 0 => Enqueued::Accepted {
             first_seq: n as u64,
         },
@@ -345,10 +349,20 @@ pub struct Beat {
     pub processing_len: Option<u64>,
     /// A key of the namespace that is of the wrong type, named.
     pub problem: Option<String>,
+    /// The janitor lock is held by no registered copy (only when asked).
+    pub janitor_orphaned: bool,
 }
 
-/// Registers (`register`) or keeps alive a copy, and publishes its description.
-#[allow(clippy::too_many_arguments)]
+/// How a copy beats: the first time under an id, or again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BeatKind {
+    Register,
+    Beat,
+    /// A beat that also checks that the janitor lock is held by a copy.
+    BeatAndCheckJanitor,
+}
+
+/// Registers or keeps alive a copy, and publishes its description.
 pub async fn heartbeat(
     redis: &Redis,
     keys: &Keys,
@@ -356,7 +370,7 @@ pub async fn heartbeat(
     ttl_ms: u64,
     description: &str,
     janitor_period_ms: u64,
-    register: bool,
+    kind: BeatKind,
 ) -> RedisResult<Beat> {
     const NAME: &str = "heartbeat";
     let reply: Vec<Value> = redis.observe(
@@ -370,7 +384,16 @@ pub async fn heartbeat(
             .arg(ttl_ms)
             .arg(description)
             .arg(janitor_period_ms)
-            .arg(if register { "register" } else { "beat" })
+            .arg(if kind == BeatKind::Register {
+                "register"
+            } else {
+                "beat"
+            })
+            .arg(if kind == BeatKind::BeatAndCheckJanitor {
+                "1"
+            } else {
+                "0"
+            })
             .invoke_async(&mut redis.conn())
             .await,
     )?;
@@ -382,6 +405,7 @@ pub async fn heartbeat(
         queue_len: length(2)?,
         processing_len: length(3)?,
         problem: (!problem.is_empty()).then_some(problem),
+        janitor_orphaned: int(NAME, &reply, 5)? == 1,
     })
 }
 

@@ -35,9 +35,17 @@ fn last() -> LastEnqueue {
 }
 
 async fn register(redis: &Redis, keys: &Keys, id: &str) {
-    let beat = scripts::heartbeat(redis, keys, id, 3000, "{}", 1000, true)
-        .await
-        .expect("register");
+    let beat = scripts::heartbeat(
+        redis,
+        keys,
+        id,
+        3000,
+        "{}",
+        1000,
+        scripts::BeatKind::Register,
+    )
+    .await
+    .expect("register");
     assert!(beat.alive);
 }
 
@@ -51,7 +59,7 @@ async fn enqueue_as(redis: &Redis, keys: &Keys, holder: &str) -> Option<u64> {
         &[BODY.to_string()],
         &last(),
         0,
-        std::time::Duration::from_millis(500),
+        std::time::Duration::ZERO,
     )
     .await
     .expect("enqueue")
@@ -59,6 +67,7 @@ async fn enqueue_as(redis: &Redis, keys: &Keys, holder: &str) -> Option<u64> {
         Enqueued::Accepted { first_seq } => Some(first_seq),
         Enqueued::NotHolder => None,
         Enqueued::QueueFull => panic!("no cap was set"),
+        Enqueued::TooSoon => panic!("no interval was set"),
     }
 }
 
@@ -360,20 +369,44 @@ async fn the_janitor_touches_only_dead_copies_and_dead_letters_past_max_deliveri
 async fn an_expired_heartbeat_is_not_revived_and_the_janitor_turn_goes_to_one_copy() {
     let server = RedisServer::start();
     let (redis, keys) = connect(&server).await;
-    let first = scripts::heartbeat(&redis, &keys, "a", 3000, "{}", 1000, true)
-        .await
-        .expect("beat");
-    let second = scripts::heartbeat(&redis, &keys, "b", 3000, "{}", 1000, true)
-        .await
-        .expect("beat");
+    let first = scripts::heartbeat(
+        &redis,
+        &keys,
+        "a",
+        3000,
+        "{}",
+        1000,
+        scripts::BeatKind::Register,
+    )
+    .await
+    .expect("beat");
+    let second = scripts::heartbeat(
+        &redis,
+        &keys,
+        "b",
+        3000,
+        "{}",
+        1000,
+        scripts::BeatKind::Register,
+    )
+    .await
+    .expect("beat");
     assert!(
         first.janitor_turn && !second.janitor_turn,
         "{first:?} {second:?}"
     );
     let _: () = redis.conn().del(keys.heartbeat("a")).await.expect("del");
-    let beat = scripts::heartbeat(&redis, &keys, "a", 3000, "{}", 1000, false)
-        .await
-        .expect("beat");
+    let beat = scripts::heartbeat(
+        &redis,
+        &keys,
+        "a",
+        3000,
+        "{}",
+        1000,
+        scripts::BeatKind::Beat,
+    )
+    .await
+    .expect("beat");
     assert!(!beat.alive);
     let exists: bool = redis
         .conn()
@@ -431,7 +464,7 @@ async fn a_batch_enqueue_is_fenced_numbered_in_order_and_capped() {
                 &bodies,
                 &last(),
                 cap,
-                std::time::Duration::from_millis(500),
+                std::time::Duration::ZERO,
             )
             .await
             .expect("enqueue")
@@ -595,7 +628,7 @@ async fn a_key_of_the_wrong_type_refuses_the_call_names_the_key_and_changes_noth
             &[BODY.to_string()],
             &last(),
             0,
-            Duration::from_millis(500)
+            Duration::ZERO
         ));
         call!(scripts::claim(&redis, &keys, "c", 1, 1_048_576));
         call!(scripts::take_errors(&redis, &keys, "r2", 5, 10_000));
@@ -703,4 +736,46 @@ async fn reclaim_never_loses_what_cjson_cannot_encode() {
     let dead: Vec<Vec<u8>> = conn.lrange(keys.dead(), 0, -1).await.expect("dead");
     let record = redis_ql::message::DeadRecord::decode(&dead[0]).expect("a record");
     assert_eq!(record.item, nested, "kept byte for byte");
+}
+
+/// Case 7 of the edges, inside Redis: while the newest message is younger
+/// than the interval (less 10 ms) by Redis's own clock, an enqueue writes
+/// nothing, whoever sends it and however late Redis runs it.
+#[tokio::test]
+async fn an_enqueue_sooner_than_the_interval_by_redis_clock_writes_nothing() {
+    let server = RedisServer::start();
+    let (redis, keys) = connect(&server).await;
+    scripts::acquire_lease(&redis, &keys, "g", 10_000)
+        .await
+        .expect("acquire");
+    let holder = scripts::holder_value(1, "g");
+    let interval = Duration::from_millis(300);
+    let bodies = [BODY.to_string()];
+    let last = last();
+    let send = || scripts::enqueue(&redis, &keys, &holder, &bodies, &last, 0, interval);
+    assert_eq!(
+        send().await.expect("enqueue"),
+        Enqueued::Accepted { first_seq: 1 }
+    );
+    let sent = std::time::Instant::now();
+    let before = snapshot_all(&redis).await;
+    assert_eq!(send().await.expect("enqueue"), Enqueued::TooSoon);
+    assert_eq!(
+        before,
+        snapshot_all(&redis).await,
+        "a refusal changes nothing"
+    );
+    // Once an interval less 10 ms has passed by Redis's clock, it goes through.
+    let second = loop {
+        match send().await.expect("enqueue") {
+            Enqueued::TooSoon => tokio::time::sleep(Duration::from_millis(5)).await,
+            other => break other,
+        }
+    };
+    assert_eq!(second, Enqueued::Accepted { first_seq: 2 });
+    assert!(
+        sent.elapsed() >= Duration::from_millis(280),
+        "{:?}",
+        sent.elapsed()
+    );
 }

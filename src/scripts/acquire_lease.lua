@@ -26,5 +26,5 @@ if refusal then
 end
 local last = redis.call('GET', last_enqueue) or ''
 local epoch = redis.call('INCR', epoch_key)
-redis.call('SET', lease, epoch .. ':' .. copy_id, 'PX', lease_ms)
+redis.call('SET', lease, string.format('%d', epoch) .. ':' .. copy_id, 'PX', lease_ms)
 return {1, epoch, last}

@@ -4,9 +4,10 @@
 -- KEYS[1] lease
 -- KEYS[2] seq              counter; the messages' numbers are assigned here
 -- KEYS[3] queue            list; new messages are pushed on the left, claimed from the right
--- KEYS[4] last enqueue     see acquire_lease; it expires one interval after the
---                          newest message, so that its PTTL tells a new generator,
---                          by Redis's clock, how long to wait before its first
+-- KEYS[4] last enqueue     see acquire_lease; it expires one interval (less 10 ms)
+--                          after the newest message: while it exists, no message
+--                          may be added, and its PTTL tells a new generator how
+--                          long to wait before its first. Both by Redis's clock.
 -- ARGV[1] holder value "<epoch>:<copy id>" the caller believes it holds
 -- ARGV[2] wake channel
 -- ARGV[3] last enqueue value "<generated_at_ms> <epoch> <producer>"
@@ -16,7 +17,9 @@
 --
 -- Returns the seq of the first message (the others follow it in order),
 -- 0 when the caller does not hold the lease, -1 when the queue is at its
--- cap; in both of those cases nothing changed. The types of seq and queue
+-- cap, -2 when the newest message is less than an interval (less 10 ms) old
+-- by Redis's clock (a tick that Redis ran late, a pause, a handover); in
+-- those three cases nothing changed. The types of seq and queue
 -- are checked before seq is counted up, so that no seq is ever burnt.
 -- A wake-up is published only when the queue was empty: otherwise every
 -- processor is either busy with the queue already or will see it on its poll.
@@ -30,9 +33,13 @@ end
 if current ~= holder then
   return 0
 end
-local refusal = wrong_types(seq, 'counter', queue, 'list')
+local refusal = wrong_types(seq, 'counter', queue, 'list', last_enqueue, 'string')
 if refusal then
   return refusal
+end
+local spacing_ms = interval_ms - 10
+if spacing_ms > 0 and redis.call('EXISTS', last_enqueue) == 1 then
+  return -2
 end
 if cap > 0 and redis.call('LLEN', queue) >= cap then
   return -1
@@ -41,11 +48,11 @@ local n = #ARGV - first_body + 1
 local first = redis.call('INCRBY', seq, n) - n + 1
 local items = {}
 for i = 1, n do
-  items[i] = '{"seq":' .. (first + i - 1) .. ARGV[first_body + i - 1]
+  items[i] = '{"seq":' .. string.format('%d', first + i - 1) .. ARGV[first_body + i - 1]
 end
 local length = redis.call('LPUSH', queue, unpack(items))
-if interval_ms > 0 then
-  redis.call('SET', last_enqueue, last, 'PX', interval_ms)
+if spacing_ms > 0 then
+  redis.call('SET', last_enqueue, last, 'PX', spacing_ms)
 else
   redis.call('SET', last_enqueue, last)
 end

@@ -12,15 +12,20 @@
 -- ARGV[3] description JSON
 -- ARGV[4] janitor period in ms
 -- ARGV[5] 'register' for a new copy id, 'beat' afterwards
+-- ARGV[6] '1' to check that the janitor lock belongs to a registered copy
+--         (now and then: a lock another program set without expiry would
+--         otherwise give nobody the turn, for ever)
 --
--- Returns {alive, janitor turn, queue length, processing length, problem}.
--- alive = 0 means the heartbeat had already expired: the janitor may have
--- taken the copy's messages back, so it must re-register under a new id;
--- nothing changed in that case. A length is -1 when its key is of the wrong
+-- Returns {alive, janitor turn, queue length, processing length, problem,
+-- janitor lock held by no registered copy (0/1)}.
+-- alive = 0 means the heartbeat had already expired, or holds something else
+-- than this copy's id: the janitor may have taken the copy's messages back,
+-- so it must re-register under a new id; nothing changed in that case. A length is -1 when its key is of the wrong
 -- type, and problem then names the key ('' when all is well): the copy stays
 -- alive (it still holds its messages) and says what is wrong.
 local heartbeat, registry, janitor, queue, processing = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local copy_id, ttl_ms, description, janitor_ms, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local check_janitor = ARGV[6] == '1'
 local problem = ''
 local function length_of(list)
   local refusal = wrong_type(list, 'list')
@@ -43,14 +48,26 @@ if janitor_refusal then
 end
 if mode == 'register' then
   redis.call('SET', heartbeat, copy_id, 'PX', ttl_ms)
-elseif redis.call('PEXPIRE', heartbeat, ttl_ms) == 0 then
-  return {0, 0, 0, 0, ''}
+else
+  local ok, beating = pcall(redis.call, 'GET', heartbeat)
+  if not (ok and beating == copy_id) then
+    return {0, 0, 0, 0, '', 0}
+  end
+  redis.call('PEXPIRE', heartbeat, ttl_ms)
 end
 if not registry_refusal then
   redis.call('HSET', registry, copy_id, description)
 end
-local turn = 0
-if redis.call('SET', janitor, copy_id, 'NX', 'PX', janitor_ms) then
+local turn, orphaned = 0, 0
+if janitor_refusal then
+  -- Nobody can hold it: every copy runs the janitor (two passes at once do no harm).
   turn = 1
+elseif redis.call('SET', janitor, copy_id, 'NX', 'PX', janitor_ms) then
+  turn = 1
+elseif check_janitor and not registry_refusal then
+  local holder = redis.call('GET', janitor)
+  if holder and redis.call('HEXISTS', registry, holder) == 0 then
+    turn, orphaned = 1, 1
+  end
 end
-return {1, turn, queue_len, processing_len, problem}
+return {1, turn, queue_len, processing_len, problem, orphaned}

@@ -12,8 +12,9 @@ local function wrong_type(key, kind)
     if not ok then
       return redis.error_reply('WRONGTYPE ' .. key .. ' is not a string; redis-ql keeps a counter there')
     end
-    if value and not (string.match(value, '^%-?%d+$') and #value < 19) then
-      return redis.error_reply('WRONGTYPE ' .. key .. ' is not an integer; redis-ql keeps a counter there')
+    -- Lua numbers are doubles: a counter must stay below 2^53 to count exactly.
+    if value and not (string.match(value, '^%d+$') and #value <= 15) then
+      return redis.error_reply('WRONGTYPE ' .. key .. ' is not an integer from 0 to 10^15; redis-ql keeps a counter there')
     end
     return nil
   end

@@ -1,7 +1,7 @@
 -- reclaim: give a dead (or departing) copy's messages back to the queue and
 -- forget the copy.
 --
--- KEYS[1] heartbeat of the copy
+-- KEYS[1] heartbeat of the copy (holds the copy id)
 -- KEYS[2] processing list of the copy
 -- KEYS[3] registry
 -- KEYS[4] queue
@@ -25,7 +25,10 @@
 -- Every key is checked before the first write.
 local heartbeat, processing, registry, queue, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local copy_id, max, wake_channel, counts = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4] == '1'
-if redis.call('EXISTS', heartbeat) == 1 then
+-- Alive while its heartbeat holds its id (something else there, written by
+-- another program, keeps no copy alive).
+local beating_ok, beating = pcall(redis.call, 'GET', heartbeat)
+if beating_ok and beating == copy_id then
   return {-1, 0}
 end
 local refusal = wrong_types(processing, 'list', registry, 'hash', queue, 'list', dead, 'list')
