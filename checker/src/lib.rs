@@ -192,7 +192,16 @@ impl Harness {
         view.held.clear();
         view.lease = None;
         let id = view.id.clone();
-        scripts::heartbeat(&self.redis, &self.keys, &id, 60_000, "{}", 60_000, true).await?;
+        scripts::heartbeat(
+            &self.redis,
+            &self.keys,
+            &id,
+            60_000,
+            "{}",
+            60_000,
+            scripts::BeatKind::Register,
+        )
+        .await?;
         self.model.heartbeats.insert(id.clone());
         self.model.registry.insert(id);
         Ok(())
@@ -293,7 +302,7 @@ impl Harness {
                     std::slice::from_ref(&body),
                     &last,
                     0,
-                    std::time::Duration::from_millis(500),
+                    std::time::Duration::ZERO,
                 )
                 .await
                 .map_err(e)?;

@@ -169,9 +169,17 @@ fn concurrent_copies_keep_the_invariants() {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(task);
                 let mut generation = 0;
                 let mut id = format!("t{task}g{generation}");
-                scripts::heartbeat(&redis, &keys, &id, 60_000, "{}", 60_000, true)
-                    .await
-                    .expect("register");
+                scripts::heartbeat(
+                    &redis,
+                    &keys,
+                    &id,
+                    60_000,
+                    "{}",
+                    60_000,
+                    scripts::BeatKind::Register,
+                )
+                .await
+                .expect("register");
                 let mut lease: Option<String> = None;
                 let mut held: Vec<Vec<u8>> = Vec::new();
                 let mut runs = 0;
@@ -201,7 +209,7 @@ fn concurrent_copies_keep_the_invariants() {
                                 &[body],
                                 &last,
                                 0,
-                                std::time::Duration::from_millis(500),
+                                std::time::Duration::ZERO,
                             )
                             .await;
                         }
@@ -237,9 +245,17 @@ fn concurrent_copies_keep_the_invariants() {
                                     .expect("del");
                             generation += 1;
                             id = format!("t{task}g{generation}");
-                            scripts::heartbeat(&redis, &keys, &id, 60_000, "{}", 60_000, true)
-                                .await
-                                .expect("register");
+                            scripts::heartbeat(
+                                &redis,
+                                &keys,
+                                &id,
+                                60_000,
+                                "{}",
+                                60_000,
+                                scripts::BeatKind::Register,
+                            )
+                            .await
+                            .expect("register");
                             lease = None;
                             // Late acks under the old id stay possible: `held` is kept.
                         }

@@ -27,25 +27,25 @@ local heartbeat, registry, janitor, queue, processing = KEYS[1], KEYS[2], KEYS[3
 local copy_id, ttl_ms, description, janitor_ms, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local check_janitor = ARGV[6] == '1'
 local problem = ''
-local function length_of(list)
-  local refusal = wrong_type(list, 'list')
+-- The text of a refusal, or a plain note when the failure was another one.
+local function named(refusal, key)
   if refusal then
-    problem = refusal['err']
-    return -1
+    return refusal['err']
   end
-  return redis.call('LLEN', list)
+  return 'cannot use ' .. key
+end
+-- Reads first, each named if its key is of the wrong type; the heartbeat
+-- itself is kept whatever else is wrong, so the copy keeps what it holds.
+local function length_of(list)
+  local ok, length = pcall(redis.call, 'LLEN', list)
+  if ok then
+    return length
+  end
+  problem = named(wrong_type(list, 'list'), list)
+  return -1
 end
 local queue_len = length_of(queue)
 local processing_len = length_of(processing)
-local registry_refusal = wrong_type(registry, 'hash')
-if registry_refusal then
-  problem = registry_refusal['err']
-end
--- A janitor lock of another type would silently give nobody the turn.
-local janitor_refusal = wrong_type(janitor, 'string')
-if janitor_refusal then
-  problem = janitor_refusal['err']
-end
 if mode == 'register' then
   redis.call('SET', heartbeat, copy_id, 'PX', ttl_ms)
 else
@@ -55,18 +55,22 @@ else
   end
   redis.call('PEXPIRE', heartbeat, ttl_ms)
 end
-if not registry_refusal then
-  redis.call('HSET', registry, copy_id, description)
+local registered = pcall(redis.call, 'HSET', registry, copy_id, description)
+if not registered then
+  problem = named(wrong_type(registry, 'hash'), registry)
 end
 local turn, orphaned = 0, 0
-if janitor_refusal then
-  -- Nobody can hold it: every copy runs the janitor (two passes at once do no harm).
+if redis.call('SET', janitor, copy_id, 'NX', 'PX', janitor_ms) then
   turn = 1
-elseif redis.call('SET', janitor, copy_id, 'NX', 'PX', janitor_ms) then
-  turn = 1
-elseif check_janitor and not registry_refusal then
-  local holder = redis.call('GET', janitor)
-  if holder and redis.call('HEXISTS', registry, holder) == 0 then
+elseif check_janitor then
+  -- A lock of another type, or one held by no registered copy (set by
+  -- another program, with no expiry), would give nobody the turn for ever:
+  -- then every copy runs the janitor, which two passes at once do no harm.
+  local ok, holder = pcall(redis.call, 'GET', janitor)
+  if not ok then
+    problem = named(wrong_type(janitor, 'string'), janitor)
+    turn = 1
+  elseif holder and registered and redis.call('HEXISTS', registry, holder) == 0 then
     turn, orphaned = 1, 1
   end
 end
