@@ -69,14 +69,58 @@ async fn new_manager(
         .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()))
 }
 
+/// A handle on the shared command connection. Every request sent through
+/// it is observed ([`Redis::observe`]): no caller can forget to report a
+/// lost connection or to replace one that went silent.
+#[derive(Clone)]
+pub struct Conn {
+    manager: ConnectionManager,
+    redis: Redis,
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        Box::pin(async move {
+            let reply = self.manager.req_packed_command(cmd).await;
+            self.redis.observe(reply)
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        Box::pin(async move {
+            let replies = self
+                .manager
+                .req_packed_commands(pipeline, offset, count)
+                .await;
+            self.redis.observe(replies)
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.manager.get_db()
+    }
+}
+
 impl Redis {
     /// A handle on the shared connection, cheap to clone into a task.
-    pub fn conn(&self) -> ConnectionManager {
-        self.inner
-            .current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    pub fn conn(&self) -> Conn {
+        Conn {
+            manager: self
+                .inner
+                .current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            redis: self.clone(),
+        }
     }
 
     /// `host:port`, for messages.
@@ -86,7 +130,7 @@ impl Redis {
 
     /// Passes a reply through, logging once when the connection is lost and
     /// once when it is back, and replacing a connection that went silent.
-    pub fn observe<T>(&self, result: RedisResult<T>) -> RedisResult<T> {
+    fn observe<T>(&self, result: RedisResult<T>) -> RedisResult<T> {
         let inner = &self.inner;
         match &result {
             Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {

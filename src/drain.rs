@@ -134,12 +134,10 @@ pub async fn run(
     }
     // Done or failed: drop the lock, and give back whatever is still held
     // (nothing when every batch was written).
-    let _: redis::RedisResult<i64> = redis.observe(
-        redis::cmd("DEL")
-            .arg(keys.drain_lock(&run_id))
-            .query_async(&mut redis.conn())
-            .await,
-    );
+    let _: redis::RedisResult<i64> = redis::cmd("DEL")
+        .arg(keys.drain_lock(&run_id))
+        .query_async(&mut redis.conn())
+        .await;
     let returned = scripts::return_drain(redis, keys, &run_id)
         .await
         .map_err(fail)?
@@ -163,13 +161,11 @@ pub async fn run(
 /// The errors left in Redis, and how many of them other live runs hold.
 async fn remaining(redis: &Redis, keys: &Keys) -> redis::RedisResult<(u64, u64)> {
     let mut conn = redis.conn();
-    let (queued, runs): (u64, Vec<String>) = redis.observe(
-        redis::pipe()
-            .llen(keys.errors())
-            .smembers(keys.drains())
-            .query_async(&mut conn)
-            .await,
-    )?;
+    let (queued, runs): (u64, Vec<String>) = redis::pipe()
+        .llen(keys.errors())
+        .smembers(keys.drains())
+        .query_async(&mut conn)
+        .await?;
     if runs.is_empty() {
         return Ok((queued, 0));
     }
@@ -177,7 +173,7 @@ async fn remaining(redis: &Redis, keys: &Keys) -> redis::RedisResult<(u64, u64)>
     for run in &runs {
         lengths.llen(keys.draining(run));
     }
-    let held: Vec<u64> = redis.observe(lengths.query_async(&mut conn).await)?;
+    let held: Vec<u64> = lengths.query_async(&mut conn).await?;
     let held: u64 = held.iter().sum();
     Ok((queued + held, held))
 }

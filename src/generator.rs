@@ -104,12 +104,10 @@ pub async fn run(
                             node.keys.last_enqueue()
                         ),
                     );
-                    let _: redis::RedisResult<i64> = node.redis.observe(
-                        redis::cmd("DEL")
-                            .arg(node.keys.last_enqueue())
-                            .query_async(&mut node.redis.conn())
-                            .await,
-                    );
+                    let _: redis::RedisResult<i64> = redis::cmd("DEL")
+                        .arg(node.keys.last_enqueue())
+                        .query_async(&mut node.redis.conn())
+                        .await;
                     too_soon = 0;
                 }
             }
@@ -128,14 +126,10 @@ const SPACING_SLACK: Duration = Duration::from_millis(10);
 /// interval (the PTTL of the last-enqueue key); `None` when that cannot be
 /// told (the key never expires, or the request failed).
 async fn newest_is_new_for(node: &Node) -> Option<Duration> {
-    let pttl: i64 = node
-        .redis
-        .observe(
-            redis::cmd("PTTL")
-                .arg(node.keys.last_enqueue())
-                .query_async(&mut node.redis.conn())
-                .await,
-        )
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(node.keys.last_enqueue())
+        .query_async(&mut node.redis.conn())
+        .await
         .ok()?;
     match pttl {
         -2 => Some(Duration::ZERO),

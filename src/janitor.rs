@@ -53,12 +53,10 @@ async fn missing(
     let mut members = members;
     members.sort_unstable();
     let keys: Vec<String> = members.iter().map(|m| key_of(m)).collect();
-    let values: Vec<Option<Vec<u8>>> = redis.observe(
-        redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut redis.conn())
-            .await,
-    )?;
+    let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+        .arg(&keys)
+        .query_async(&mut redis.conn())
+        .await?;
     // Present means holding the member's own id: anything else was written
     // by another program and keeps nobody alive.
     Ok(members
@@ -71,12 +69,10 @@ async fn missing(
 }
 
 async fn reclaim_dead_copies(redis: &Redis, keys: &Keys, max_deliveries: u32) -> RedisResult<()> {
-    let ids: Vec<String> = redis.observe(
-        redis::cmd("HKEYS")
-            .arg(keys.registry())
-            .query_async(&mut redis.conn())
-            .await,
-    )?;
+    let ids: Vec<String> = redis::cmd("HKEYS")
+        .arg(keys.registry())
+        .query_async(&mut redis.conn())
+        .await?;
     for id in missing(redis, ids, |id| keys.heartbeat(id)).await? {
         if let Some(r) = scripts::reclaim(redis, keys, &id, max_deliveries, true).await? {
             info!(
@@ -92,12 +88,10 @@ async fn reclaim_dead_copies(redis: &Redis, keys: &Keys, max_deliveries: u32) ->
 
 /// Returns the batches of get-errors runs whose lock is gone; how many errors went back.
 pub async fn return_abandoned_drains(redis: &Redis, keys: &Keys) -> RedisResult<u64> {
-    let runs: Vec<String> = redis.observe(
-        redis::cmd("SMEMBERS")
-            .arg(keys.drains())
-            .query_async(&mut redis.conn())
-            .await,
-    )?;
+    let runs: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(keys.drains())
+        .query_async(&mut redis.conn())
+        .await?;
     let mut returned = 0;
     for run in missing(redis, runs, |run| keys.drain_lock(run)).await? {
         if let Some(n) = scripts::return_drain(redis, keys, &run).await? {

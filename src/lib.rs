@@ -1,7 +1,7 @@
 //! redis-ql: any number of identical copies, coordinated only through Redis.
 //! One copy at a time is the elected generator; all the others process each
 //! message exactly once. The binary `app` only parses its command line and
-//! calls [`node::start`], [`drain::run`] or [`status::show`].
+//! calls [`node::run`], [`drain::run`] or [`status::show`].
 
 pub mod cli;
 pub mod connection;

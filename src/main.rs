@@ -7,6 +7,7 @@ use redis_ql::{connection, drain, keys::Keys, settings, status};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// How long `get-errors` and `status` wait for one answer from Redis; the
 /// connection, handshake included, gives up after three of these (3 s).
@@ -105,7 +106,12 @@ async fn dispatch(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Start(args) => {
             let start = settings::start(&args, &user, &defaults)?;
-            redis_ql::node::start(redis_settings, start).await
+            let shutdown = CancellationToken::new();
+            stop_on_signals(
+                shutdown.clone(),
+                "stopping: finishing the messages in hand (a second signal exits at once)",
+            );
+            redis_ql::node::run(redis_settings, start, shutdown).await
         }
         Command::GetErrors(args) => {
             let redis = connection::connect(
@@ -140,7 +146,45 @@ async fn dispatch(cli: Cli) -> Result<(), Error> {
                 FAIL_FAST,
             )
             .await?;
-            status::show(&redis, &keys, args.json, args.watch).await
+            let shutdown = CancellationToken::new();
+            if args.watch {
+                stop_on_signals(shutdown.clone(), "stopping");
+            }
+            status::show(&redis, &keys, args.json, args.watch, &shutdown).await
         }
     }
+}
+
+/// Cancels `shutdown` on the first SIGTERM, SIGINT or SIGHUP; a second one
+/// exits at once with 128 + its number, as a shell reports a signal (a
+/// copy's messages then go back through the janitor, as after kill -9).
+fn stop_on_signals(shutdown: CancellationToken, stopping: &'static str) {
+    use tokio::signal::unix::{signal, SignalKind};
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            tracing::warn!("cannot watch for signals; stop this process with kill -9");
+            return;
+        };
+        let mut signals = 0;
+        loop {
+            let number = tokio::select! {
+                _ = term.recv() => 15,
+                _ = int.recv() => 2,
+                _ = hup.recv() => 1,
+            };
+            signals += 1;
+            if signals == 1 {
+                // Cancel first: a log line must never stand in the way of stopping.
+                shutdown.cancel();
+                tracing::info!("{stopping}");
+            } else {
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(128 + number);
+            }
+        }
+    });
 }

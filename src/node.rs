@@ -1,11 +1,10 @@
 //! One running copy (`app start`): its identity, its connection, and the
 //! tasks that make it generator or processor, started and stopped together.
 //!
-//! Shutdown is a [`CancellationToken`] passed to every task. The first
-//! SIGTERM/SIGINT stops claiming and generating, releases the lease, lets the
-//! messages in hand finish for up to `--shutdown-timeout-ms`, gives back the
-//! rest and deregisters. A second signal exits at once: the janitor then
-//! recovers this copy's messages, as after a kill -9.
+//! Shutdown is a [`CancellationToken`] given to [`run`] and passed on to
+//! every task. Cancelling it stops claiming and generating, releases the
+//! lease, lets the messages in hand finish for up to `--shutdown-timeout-ms`,
+//! gives back the rest and deregisters.
 
 use crate::connection::{self, Redis, Signals};
 use crate::error::{Error, LastError};
@@ -144,39 +143,6 @@ pub fn new_copy_id(name: &str) -> String {
     format!("{name}-{:08x}", rand::random::<u32>())
 }
 
-/// Cancels `shutdown` on the first SIGTERM, SIGINT or SIGHUP; on a second
-/// one exits at once with 128 + its number, as a shell reports a signal.
-fn watch_signals(shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::hangup()),
-        ) else {
-            warn!("cannot watch for signals; stop this copy with kill -9");
-            return;
-        };
-        let mut signals = 0;
-        loop {
-            let number = tokio::select! {
-                _ = term.recv() => 15,
-                _ = int.recv() => 2,
-                _ = hup.recv() => 1,
-            };
-            signals += 1;
-            if signals == 1 {
-                // Cancel first: a log line must never stand in the way of stopping.
-                shutdown.cancel();
-                info!("stopping: finishing the messages in hand (a second signal exits at once)");
-            } else {
-                warn!("second signal: exiting now; the janitor will recover this copy's messages");
-                std::process::exit(128 + number);
-            }
-        }
-    });
-}
-
 /// The largest item a processor can take and still send its results back:
 /// an item comes back in its ack, and its error record may grow six times
 /// when its text is escaped, so both must fit Redis's `proto-max-bulk-len`.
@@ -205,14 +171,14 @@ async fn fit_item_limit(redis: &Redis, wanted: u64) -> u64 {
     wanted
 }
 
-/// Runs a copy until it is told to stop.
-pub async fn start(
+/// Runs a copy until `shutdown` is cancelled; then finishes what it holds
+/// (up to `--shutdown-timeout-ms`), gives back the rest and deregisters.
+/// Signals are the caller's business: the binary cancels on SIGTERM.
+pub async fn run(
     redis_settings: RedisSettings,
     mut settings: StartSettings,
+    shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let shutdown = CancellationToken::new();
-    watch_signals(shutdown.clone());
-
     let id = new_copy_id(&settings.name);
     let timeout = request_timeout(settings.lease);
     let Some(redis) = connection::connect_retrying(

@@ -250,14 +250,12 @@ impl Work {
     /// Takes up the orphans in `id`'s processing list.
     async fn adopt_orphans(&self, id: &Arc<str>) -> redis::RedisResult<()> {
         let redis = &self.node.redis;
-        let listed: Vec<Vec<u8>> = redis.observe(
-            redis::cmd("LRANGE")
-                .arg(self.node.keys.processing(id))
-                .arg(0)
-                .arg(-1)
-                .query_async(&mut redis.conn())
-                .await,
-        )?;
+        let listed: Vec<Vec<u8>> = redis::cmd("LRANGE")
+            .arg(self.node.keys.processing(id))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut redis.conn())
+            .await?;
         let orphans = self.in_hand.orphans(listed);
         if !orphans.is_empty() {
             info!(

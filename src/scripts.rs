@@ -51,7 +51,7 @@ pub async fn load_all(redis: &Redis) -> RedisResult<()> {
         &RETURN_DRAIN,
         &SETTLE_DRAIN,
     ] {
-        redis.observe(script.load_async(&mut conn).await)?;
+        script.load_async(&mut conn).await?;
     }
     Ok(())
 }
@@ -134,16 +134,14 @@ pub async fn acquire_lease(
     lease_ms: u64,
 ) -> RedisResult<Acquired> {
     const NAME: &str = "acquire_lease";
-    let reply: Vec<Value> = redis.observe(
-        ACQUIRE_LEASE
-            .key(keys.lease())
-            .key(keys.epoch())
-            .key(keys.last_enqueue())
-            .arg(copy_id)
-            .arg(lease_ms)
-            .invoke_async(&mut redis.conn())
-            .await,
-    )?;
+    let reply: Vec<Value> = ACQUIRE_LEASE
+        .key(keys.lease())
+        .key(keys.epoch())
+        .key(keys.last_enqueue())
+        .arg(copy_id)
+        .arg(lease_ms)
+        .invoke_async(&mut redis.conn())
+        .await?;
     match int(NAME, &reply, 0)? {
         1 => Ok(Acquired::Taken {
             epoch: uint(NAME, &reply, 1)?,
@@ -159,14 +157,12 @@ pub async fn acquire_lease(
 
 /// Extends `lock` if `holder` still holds it; false when it does not.
 async fn extend_lock(redis: &Redis, lock: String, holder: &str, ms: u64) -> RedisResult<bool> {
-    let extended: i64 = redis.observe(
-        EXTEND_LOCK
-            .key(lock)
-            .arg(holder)
-            .arg(ms)
-            .invoke_async(&mut redis.conn())
-            .await,
-    )?;
+    let extended: i64 = EXTEND_LOCK
+        .key(lock)
+        .arg(holder)
+        .arg(ms)
+        .invoke_async(&mut redis.conn())
+        .await?;
     Ok(extended == 1)
 }
 
@@ -182,14 +178,12 @@ pub async fn renew_lease(
 
 /// Deletes the lease if `holder` holds it and announces that it is free.
 pub async fn release_lease(redis: &Redis, keys: &Keys, holder: &str) -> RedisResult<bool> {
-    redis.observe(
-        RELEASE_LEASE
-            .key(keys.lease())
-            .arg(holder)
-            .arg(keys.lease_channel())
-            .invoke_async(&mut redis.conn())
-            .await,
-    )
+    RELEASE_LEASE
+        .key(keys.lease())
+        .arg(holder)
+        .arg(keys.lease_channel())
+        .invoke_async(&mut redis.conn())
+        .await
 }
 
 /// The answer of [`enqueue`].
@@ -218,21 +212,19 @@ pub async fn enqueue(
     queue_cap: u64,
     interval: std::time::Duration,
 ) -> RedisResult<Enqueued> {
-    let first: i64 = redis.observe(
-        ENQUEUE
-            .key(keys.lease())
-            .key(keys.seq())
-            .key(keys.queue())
-            .key(keys.last_enqueue())
-            .arg(holder)
-            .arg(keys.wake_channel())
-            .arg(last.encode())
-            .arg(queue_cap)
-            .arg(interval.as_millis() as u64)
-            .arg(bodies)
-            .invoke_async(&mut redis.conn())
-            .await,
-    )?;
+    let first: i64 = ENQUEUE
+        .key(keys.lease())
+        .key(keys.seq())
+        .key(keys.queue())
+        .key(keys.last_enqueue())
+        .arg(holder)
+        .arg(keys.wake_channel())
+        .arg(last.encode())
+        .arg(queue_cap)
+        .arg(interval.as_millis() as u64)
+        .arg(bodies)
+        .invoke_async(&mut redis.conn())
+        .await?;
     Ok(match first {
         0 => Enqueued::NotHolder,
         -1 => Enqueued::QueueFull,
@@ -269,17 +261,15 @@ pub async fn claim(
     max_item_bytes: u64,
 ) -> RedisResult<Claim> {
     const NAME: &str = "claim";
-    let reply: Vec<Value> = redis.observe(
-        CLAIM
-            .key(keys.queue())
-            .key(keys.processing(copy_id))
-            .key(keys.heartbeat(copy_id))
-            .key(keys.dead())
-            .arg(count)
-            .arg(max_item_bytes)
-            .invoke_async(&mut redis.conn())
-            .await,
-    )?;
+    let reply: Vec<Value> = CLAIM
+        .key(keys.queue())
+        .key(keys.processing(copy_id))
+        .key(keys.heartbeat(copy_id))
+        .key(keys.dead())
+        .arg(count)
+        .arg(max_item_bytes)
+        .invoke_async(&mut redis.conn())
+        .await?;
     if int(NAME, &reply, 0)? == -1 && reply.len() == 1 {
         return Ok(Claim::Expired);
     }
@@ -327,7 +317,7 @@ pub async fn ack(
         };
         invocation.arg(item).arg(kind).arg(payload);
     }
-    let reply: Vec<Value> = redis.observe(invocation.invoke_async(&mut redis.conn()).await)?;
+    let reply: Vec<Value> = invocation.invoke_async(&mut redis.conn()).await?;
     if reply.len() != results.len() {
         return Err(unexpected("ack", &reply));
     }
@@ -373,30 +363,28 @@ pub async fn heartbeat(
     kind: BeatKind,
 ) -> RedisResult<Beat> {
     const NAME: &str = "heartbeat";
-    let reply: Vec<Value> = redis.observe(
-        HEARTBEAT
-            .key(keys.heartbeat(copy_id))
-            .key(keys.registry())
-            .key(keys.janitor_lock())
-            .key(keys.queue())
-            .key(keys.processing(copy_id))
-            .arg(copy_id)
-            .arg(ttl_ms)
-            .arg(description)
-            .arg(janitor_period_ms)
-            .arg(if kind == BeatKind::Register {
-                "register"
-            } else {
-                "beat"
-            })
-            .arg(if kind == BeatKind::BeatAndCheckJanitor {
-                "1"
-            } else {
-                "0"
-            })
-            .invoke_async(&mut redis.conn())
-            .await,
-    )?;
+    let reply: Vec<Value> = HEARTBEAT
+        .key(keys.heartbeat(copy_id))
+        .key(keys.registry())
+        .key(keys.janitor_lock())
+        .key(keys.queue())
+        .key(keys.processing(copy_id))
+        .arg(copy_id)
+        .arg(ttl_ms)
+        .arg(description)
+        .arg(janitor_period_ms)
+        .arg(if kind == BeatKind::Register {
+            "register"
+        } else {
+            "beat"
+        })
+        .arg(if kind == BeatKind::BeatAndCheckJanitor {
+            "1"
+        } else {
+            "0"
+        })
+        .invoke_async(&mut redis.conn())
+        .await?;
     let length = |at| int(NAME, &reply, at).map(|n| u64::try_from(n).ok());
     let problem = String::from_utf8_lossy(&bytes(NAME, &reply, 4)?).into_owned();
     Ok(Beat {
@@ -427,20 +415,18 @@ pub async fn reclaim(
     count_delivery: bool,
 ) -> RedisResult<Option<Reclaimed>> {
     const NAME: &str = "reclaim";
-    let reply: Vec<Value> = redis.observe(
-        RECLAIM
-            .key(keys.heartbeat(copy_id))
-            .key(keys.processing(copy_id))
-            .key(keys.registry())
-            .key(keys.queue())
-            .key(keys.dead())
-            .arg(copy_id)
-            .arg(max_deliveries)
-            .arg(keys.wake_channel())
-            .arg(if count_delivery { "1" } else { "0" })
-            .invoke_async(&mut redis.conn())
-            .await,
-    )?;
+    let reply: Vec<Value> = RECLAIM
+        .key(keys.heartbeat(copy_id))
+        .key(keys.processing(copy_id))
+        .key(keys.registry())
+        .key(keys.queue())
+        .key(keys.dead())
+        .arg(copy_id)
+        .arg(max_deliveries)
+        .arg(keys.wake_channel())
+        .arg(if count_delivery { "1" } else { "0" })
+        .invoke_async(&mut redis.conn())
+        .await?;
     if int(NAME, &reply, 0)? == -1 {
         return Ok(None);
     }
@@ -463,19 +449,17 @@ pub async fn take_errors(
     count: u64,
     lock_ms: u64,
 ) -> RedisResult<Vec<Vec<u8>>> {
-    redis.observe(
-        TAKE_ERRORS
-            .key(keys.errors())
-            .key(keys.draining(run_id))
-            .key(keys.drain_lock(run_id))
-            .key(keys.drains())
-            .arg(run_id)
-            .arg(count)
-            .arg(lock_ms)
-            .arg(TAKE_BYTES)
-            .invoke_async(&mut redis.conn())
-            .await,
-    )
+    TAKE_ERRORS
+        .key(keys.errors())
+        .key(keys.draining(run_id))
+        .key(keys.drain_lock(run_id))
+        .key(keys.drains())
+        .arg(run_id)
+        .arg(count)
+        .arg(lock_ms)
+        .arg(TAKE_BYTES)
+        .invoke_async(&mut redis.conn())
+        .await
 }
 
 /// Extends a live get-errors run's lock; false when it had lapsed.
@@ -496,29 +480,25 @@ pub async fn settle_drain(
     run_id: &str,
     written: u64,
 ) -> RedisResult<u64> {
-    let settled: i64 = redis.observe(
-        SETTLE_DRAIN
-            .key(keys.draining(run_id))
-            .arg(written)
-            .invoke_async(&mut redis.conn())
-            .await,
-    )?;
+    let settled: i64 = SETTLE_DRAIN
+        .key(keys.draining(run_id))
+        .arg(written)
+        .invoke_async(&mut redis.conn())
+        .await?;
     u64::try_from(settled).map_err(|_| unexpected("settle_drain", &[Value::Int(settled)]))
 }
 
 /// Returns the draining list of a run whose lock is gone to the errors list;
 /// `None` while the run's lock exists.
 pub async fn return_drain(redis: &Redis, keys: &Keys, run_id: &str) -> RedisResult<Option<u64>> {
-    let n: i64 = redis.observe(
-        RETURN_DRAIN
-            .key(keys.drain_lock(run_id))
-            .key(keys.draining(run_id))
-            .key(keys.errors())
-            .key(keys.drains())
-            .arg(run_id)
-            .invoke_async(&mut redis.conn())
-            .await,
-    )?;
+    let n: i64 = RETURN_DRAIN
+        .key(keys.drain_lock(run_id))
+        .key(keys.draining(run_id))
+        .key(keys.errors())
+        .key(keys.drains())
+        .arg(run_id)
+        .invoke_async(&mut redis.conn())
+        .await?;
     match n {
         -1 => Ok(None),
         n if n >= 0 => Ok(Some(n as u64)),

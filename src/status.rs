@@ -127,7 +127,7 @@ pub async fn read(redis: &Redis, keys: &Keys) -> redis::RedisResult<Status> {
         .get(keys.errors_total())
         .smembers(keys.drains())
         .get(keys.epoch());
-    let replies: Vec<Value> = redis.observe(first.query_async(&mut conn).await)?;
+    let replies: Vec<Value> = first.query_async(&mut conn).await?;
     let mut problems = Vec::new();
     for ((key, kind), reply) in expected.iter().zip(&replies) {
         let found: String = redis::from_redis_value_ref(reply).unwrap_or_default();
@@ -169,7 +169,7 @@ pub async fn read(redis: &Redis, keys: &Keys) -> redis::RedisResult<Status> {
     let counts: Vec<Value> = if ids.is_empty() && drains.is_empty() {
         Vec::new()
     } else {
-        redis.observe(second.query_async(&mut conn).await)?
+        second.query_async(&mut conn).await?
     };
 
     let now = now_ms();
@@ -324,10 +324,16 @@ impl Status {
     }
 }
 
-/// Prints the status once, or every second with `watch`: in place, like
-/// `top`, on a terminal; as one frame after another (one JSON object per
-/// line with `--json`) anywhere else, with no cursor codes.
-pub async fn show(redis: &Redis, keys: &Keys, json: bool, watch: bool) -> Result<(), Error> {
+/// Prints the status once, or every second with `watch` until `stop`: in
+/// place, like `top`, on a terminal; as one frame after another (one JSON
+/// object per line with `--json`) anywhere else, with no cursor codes.
+pub async fn show(
+    redis: &Redis,
+    keys: &Keys,
+    json: bool,
+    watch: bool,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<(), Error> {
     use std::io::{IsTerminal, Write};
     let mut stdout = std::io::stdout();
     let in_place = watch && stdout.is_terminal();
@@ -357,7 +363,7 @@ pub async fn show(redis: &Redis, keys: &Keys, json: bool, watch: bool) -> Result
         }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = stop.cancelled() => return Ok(()),
         }
     }
 }

@@ -182,13 +182,7 @@ fn a_dead_get_errors_run_gives_its_batch_back_with_no_copy_running() {
 fn copies_went_on_and_lost_nothing(server: &RedisServer, copies: &mut [Copy]) {
     let mark = generated(server);
     wait_until("later messages committed", Duration::from_secs(10), || {
-        server
-            .conn()
-            .get::<_, Option<u64>>("{app}:processed")
-            .ok()
-            .flatten()
-            .unwrap_or(0)
-            >= mark + 10
+        counter(server, "processed") >= mark + 10
     });
     stop_all(server, copies);
     let records = get_errors(server);
@@ -278,14 +272,7 @@ fn a_claim_that_redis_runs_late_strands_nothing() {
         ]
         .concat(),
     );
-    let processed = || {
-        server
-            .conn()
-            .get::<_, Option<u64>>("{app}:processed")
-            .ok()
-            .flatten()
-            .unwrap_or(0)
-    };
+    let processed = || counter(&server, "processed");
     wait_until(
         "the first messages processed",
         Duration::from_secs(10),

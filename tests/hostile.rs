@@ -492,16 +492,8 @@ fn audit(server: &RedisServer, records: &[Record], odd: &[Odd], hostile: &[u64])
         .filter(|s| !hostile.contains(s))
         .collect();
     assert!(unknown.is_empty(), "hostile seqs nobody wrote: {unknown:?}");
-    let processed: u64 = conn
-        .get::<_, Option<u64>>("{app}:processed")
-        .ok()
-        .flatten()
-        .unwrap_or(0);
-    let errors_total: u64 = conn
-        .get::<_, Option<u64>>("{app}:errors-total")
-        .ok()
-        .flatten()
-        .unwrap_or(0);
+    let processed = counter(server, "processed");
+    let errors_total = counter(server, "errors-total");
     assert_eq!(
         processed as usize,
         records.len(),

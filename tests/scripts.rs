@@ -779,3 +779,56 @@ async fn an_enqueue_sooner_than_the_interval_by_redis_clock_writes_nothing() {
         sent.elapsed()
     );
 }
+
+/// A copy is a library call: `node::run` with a shutdown token, no signals,
+/// no process. Cancelled, it hands the lease over, deregisters and returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_run_in_process_stops_when_told_and_leaves_nothing_behind() {
+    let server = RedisServer::start();
+    let args = RedisArgs {
+        host: Some("127.0.0.1".into()),
+        port: Some(server.port),
+        ..Default::default()
+    };
+    let (user, defaults) = settings::files(None).expect("defaults");
+    let redis_settings = settings::redis(&args, &user, &defaults).expect("settings");
+    let start = settings::start(
+        &redis_ql::cli::StartArgs {
+            interval_ms: Some(50),
+            error_rate: Some(1.0),
+            name: Some("inproc".into()),
+            ..Default::default()
+        },
+        &user,
+        &defaults,
+    )
+    .expect("start settings");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let copy = tokio::spawn(redis_ql::node::run(redis_settings, start, shutdown.clone()));
+    let (redis, keys) = connect(&server).await;
+    let mut conn = redis.conn();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while conn
+        .get::<_, Option<u64>>(keys.seq())
+        .await
+        .expect("seq")
+        .unwrap_or(0)
+        < 3
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no messages generated"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(15), copy)
+        .await
+        .expect("stopped in time")
+        .expect("no panic")
+        .expect("no error");
+    let lease: Option<String> = conn.get(keys.lease()).await.expect("lease");
+    assert_eq!(lease, None, "the lease was released");
+    let registered: Vec<String> = conn.hkeys(keys.registry()).await.expect("registry");
+    assert!(registered.is_empty(), "deregistered: {registered:?}");
+}

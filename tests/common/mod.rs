@@ -268,9 +268,14 @@ pub fn leader_pid(server: &RedisServer) -> Option<u64> {
 }
 
 pub fn generated(server: &RedisServer) -> u64 {
+    counter(server, "seq")
+}
+
+/// The counter `{app}:<name>` (`seq`, `processed`, `errors-total`...), 0 when absent.
+pub fn counter(server: &RedisServer, name: &str) -> u64 {
     server
         .conn()
-        .get::<_, Option<u64>>("{app}:seq")
+        .get::<_, Option<u64>>(format!("{{app}}:{name}"))
         .ok()
         .flatten()
         .unwrap_or(0)
@@ -405,12 +410,7 @@ pub fn audit_exactly_once(server: &RedisServer, records: &[Record]) -> Vec<Recor
     assert!(missing.is_empty(), "missing seqs (of {total}): {missing:?}");
     assert!(twice.is_empty(), "seqs in more than one place: {twice:?}");
     assert!(beyond.is_empty(), "seqs never generated: {beyond:?}");
-    let processed: u64 = server
-        .conn()
-        .get::<_, Option<u64>>("{app}:processed")
-        .ok()
-        .flatten()
-        .unwrap_or(0);
+    let processed = counter(server, "processed");
     assert_eq!(
         processed as usize,
         records.len(),
