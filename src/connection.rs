@@ -4,8 +4,11 @@
 //! (the classic subscriber of redis-rs does not reconnect, and the RESP3 one
 //! needs Redis 6).
 
+use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::settings::RedisSettings;
+use crate::sync::Locked;
+use crate::sync::ReadWriteLocked;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
 use redis::{Client, ConnectionAddr, RedisConnectionInfo, RedisResult};
@@ -113,12 +116,7 @@ impl Redis {
     /// A handle on the shared connection, cheap to clone into a task.
     pub fn conn(&self) -> Conn {
         Conn {
-            manager: self
-                .inner
-                .current
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            manager: self.inner.current.read_locked().clone(),
             redis: self.clone(),
         }
     }
@@ -135,7 +133,7 @@ impl Redis {
         match &result {
             Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
                 inner.failures.fetch_add(1, Ordering::Relaxed);
-                let mut lost = inner.lost_since.lock().unwrap_or_else(|p| p.into_inner());
+                let mut lost = inner.lost_since.locked();
                 if lost.is_none() {
                     warn!(address = %inner.address, error = %e, "lost the connection to Redis; reconnecting");
                     *lost = Some(Instant::now());
@@ -145,22 +143,13 @@ impl Redis {
                 }
             }
             Ok(_) => {
-                let since = inner
-                    .lost_since
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .take();
+                let since = inner.lost_since.locked().take();
                 if let Some(since) = since {
                     info!(address = %inner.address, after_ms = since.elapsed().as_millis() as u64, "connection to Redis is back");
                     // A new server connection has forgotten the client name.
                     let redis = self.clone();
                     tokio::spawn(async move {
-                        let name = redis
-                            .inner
-                            .client_name
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .clone();
+                        let name = redis.inner.client_name.locked().clone();
                         let _ = redis.set_client_name(&name).await;
                     });
                 }
@@ -184,21 +173,16 @@ impl Redis {
         let redis = self.clone();
         tokio::spawn(async move {
             let inner = &redis.inner;
-            let mut backoff = Duration::from_millis(100);
+            let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
             loop {
-                let name = inner
-                    .client_name
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
+                let name = inner.client_name.locked().clone();
                 match new_manager(&inner.client, inner.timeout, &name).await {
                     Ok(manager) => {
-                        *inner.current.write().unwrap_or_else(|p| p.into_inner()) = manager;
+                        *inner.current.write_locked() = manager;
                         break;
                     }
                     Err(_) => {
-                        tokio::time::sleep(jitter(backoff)).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                        tokio::time::sleep(backoff.next_wait()).await;
                     }
                 }
             }
@@ -208,11 +192,7 @@ impl Redis {
 
     /// Names the connection in `CLIENT LIST` (again after every reconnect).
     pub async fn set_client_name(&self, name: &str) -> RedisResult<()> {
-        *self
-            .inner
-            .client_name
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = name.to_string();
+        *self.inner.client_name.locked() = name.to_string();
         let mut conn = self.conn();
         redis::cmd("CLIENT")
             .arg("SETNAME")
@@ -264,7 +244,7 @@ pub async fn connect_retrying(
 ) -> Result<Option<Redis>, Error> {
     let started = Instant::now();
     let mut last_said: Option<Instant> = None;
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         match connect(settings, client_name, timeout).await {
             Ok(redis) => {
@@ -283,16 +263,9 @@ pub async fn connect_retrying(
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(None),
-            _ = tokio::time::sleep(jitter(backoff)) => {}
+            _ = tokio::time::sleep(backoff.next_wait()) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
-}
-
-/// `base` less up to a fifth of it, so that copies do not retry in step.
-pub fn jitter(base: Duration) -> Duration {
-    let fifth = base.as_millis() as u64 / 5;
-    base - Duration::from_millis(rand::random_range(0..=fifth))
 }
 
 /// What the subscriber hears, for the tasks that wait on it. A `Notify`
@@ -372,7 +345,7 @@ pub async fn subscribe(
     shutdown: CancellationToken,
 ) {
     let address = settings.address();
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     let mut lost_since: Option<Instant> = None;
     while !shutdown.is_cancelled() {
         let attempt = async {
@@ -401,16 +374,15 @@ pub async fn subscribe(
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(jitter(backoff)) => {}
+                    _ = tokio::time::sleep(backoff.next_wait()) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
                 continue;
             }
         };
         if let Some(since) = lost_since.take() {
             info!(%address, after_ms = since.elapsed().as_millis() as u64, "subscriber is back");
         }
-        backoff = Duration::from_millis(100);
+        backoff.reset();
         // Anything published while we were away was missed: look now.
         signals.wake.notify_one();
         signals.lease_free.notify_one();

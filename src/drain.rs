@@ -14,11 +14,13 @@
 //! if writing fails, the run returns the unwritten rest itself. Two runs at
 //! once take disjoint batches.
 
+use crate::backoff::Backoff;
 use crate::connection::Redis;
 use crate::error::Error;
 use crate::escape::{bytes_for_terminal, for_terminal, json_for_terminal};
 use crate::keys::Keys;
 use crate::message::ErrorRecord;
+use crate::sync::Locked;
 use crate::{janitor, scripts};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -51,13 +53,13 @@ struct Lock(Mutex<Instant>);
 
 impl Lock {
     fn holds(&self) -> bool {
-        Instant::now() < *self.0.lock().unwrap_or_else(|p| p.into_inner())
+        Instant::now() < *self.0.locked()
     }
 
     /// The lock was (re)set by a request sent at `sent`.
     fn set_at(&self, sent: Instant) {
         // A tenth is kept back for clocks that run at different rates.
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = sent + LOCK_TTL - LOCK_TTL / 10;
+        *self.0.locked() = sent + LOCK_TTL - LOCK_TTL / 10;
     }
 }
 
@@ -250,13 +252,12 @@ async fn settle(
     written: u64,
     lock: &Lock,
 ) -> Result<u64, Error> {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
     let settled = loop {
         match scripts::settle_drain(redis, keys, run_id, written).await {
             Ok(settled) => break settled,
             Err(e) if crate::error::is_connection_error(&e) && lock.holds() => {
-                tokio::time::sleep(crate::connection::jitter(backoff)).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
+                tokio::time::sleep(backoff.next_wait()).await;
             }
             Err(e) => return Err(Error::from_redis(redis.address(), &e)),
         }

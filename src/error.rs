@@ -1,7 +1,8 @@
 //! The errors a command can end with, each one line for a person, and the
-//! exit code that goes with it (SPEC §3: 1 runtime failure, 2 bad usage).
+//! exit code that goes with it (docs/SPEC.md §3: 1 runtime failure, 2 bad usage).
 
 use crate::settings::SettingsError;
+use crate::sync::Locked;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -142,7 +143,7 @@ impl LastError {
     /// Stores `text`; true when the same text was not logged within REPEAT
     /// (each problem, each key named, is logged on its own).
     fn note(&self, text: &str) -> bool {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.inner.locked();
         inner.text = Some(text.to_string());
         inner.at_ms = crate::message::now_ms();
         let now = std::time::Instant::now();
@@ -158,7 +159,7 @@ impl LastError {
 
     /// The last error and when it happened (wall clock, ms), if any.
     pub fn get(&self) -> Option<(String, u64)> {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let inner = self.inner.locked();
         inner.text.clone().map(|t| (t, inner.at_ms))
     }
 }

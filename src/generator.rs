@@ -49,12 +49,16 @@ pub async fn run(
     if interval.is_zero() {
         // As fast as possible: batches, and a pause while the queue is full,
         // so that a generator faster than its processors cannot fill Redis.
+        // A batch refused for a full queue is kept and sent again, not made
+        // anew: waiting costs no text generation.
+        let mut texts: Vec<String> = Vec::new();
         while !stop.is_cancelled() && lease.is_valid() {
-            let texts: Vec<String> = (0..FAST_BATCH).map(|_| source.next_text()).collect();
-            if emit(node, lease, &producer, &texts, FAST_QUEUE_CAP, stop).await
-                == Emitted::QueueFull
-            {
-                tokio::time::sleep(Duration::from_millis(1)).await;
+            if texts.is_empty() {
+                texts = (0..FAST_BATCH).map(|_| source.next_text()).collect();
+            }
+            match emit(node, lease, &producer, &texts, FAST_QUEUE_CAP, stop).await {
+                Emitted::QueueFull => tokio::time::sleep(Duration::from_millis(1)).await,
+                _ => texts.clear(),
             }
         }
         return;

@@ -11,10 +11,11 @@
 //! Copies that do not hold it sleep until its expiry (plus a little jitter)
 //! rather than polling, and wake at once when the holder releases it.
 
-use crate::connection::jitter;
+use crate::backoff::Backoff;
 use crate::generator;
 use crate::node::{Node, Role};
 use crate::scripts::{self, Acquired};
+use crate::sync::Locked;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -41,11 +42,11 @@ impl HeldLease {
 
     /// True while the lease certainly has not expired in Redis.
     pub fn is_valid(&self) -> bool {
-        Instant::now() < *self.valid_until.lock().unwrap_or_else(|p| p.into_inner())
+        Instant::now() < *self.valid_until.locked()
     }
 
     fn extend(&self, until: Instant) {
-        *self.valid_until.lock().unwrap_or_else(|p| p.into_inner()) = until;
+        *self.valid_until.locked() = until;
     }
 }
 
@@ -66,13 +67,13 @@ fn is_ours(holder: &str, id: &str) -> bool {
 pub async fn campaign(node: Arc<Node>, shutdown: CancellationToken) {
     let length = node.settings.lease;
     let lease_ms = length.as_millis() as u64;
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
     while !shutdown.is_cancelled() {
         let id = node.id();
         let sent = Instant::now();
         let wait = match scripts::acquire_lease(&node.redis, &node.keys, &id, lease_ms).await {
             Ok(Acquired::Taken { epoch, last }) => {
-                backoff = Duration::from_millis(50);
+                backoff.reset();
                 match &last {
                     Some(last) => {
                         info!(epoch, previous_epoch = last.epoch, previous = %crate::escape::for_terminal(&last.producer), "became the generator")
@@ -123,8 +124,7 @@ pub async fn campaign(node: Arc<Node>, shutdown: CancellationToken) {
             }
             Err(e) => {
                 node.last_error.report("taking the lease", &e);
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                jitter(backoff)
+                backoff.next_wait()
             }
         };
         tokio::select! {

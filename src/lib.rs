@@ -3,6 +3,7 @@
 //! message exactly once. The binary `app` only parses its command line and
 //! calls [`node::run`], [`drain::run`] or [`status::show`].
 
+pub mod backoff;
 pub mod cli;
 pub mod connection;
 pub mod drain;
@@ -19,3 +20,4 @@ pub mod processor;
 pub mod scripts;
 pub mod settings;
 pub mod status;
+mod sync;

@@ -49,7 +49,7 @@ impl Message {
     }
 }
 
-/// A message judged to contain an error (SPEC §4: the fields of `get-errors --json`).
+/// A message judged to contain an error (docs/SPEC.md §4: the fields of `get-errors --json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorRecord {
     pub seq: u64,

@@ -9,10 +9,12 @@
 //! refuses (the janitor took the message back) has no effect. Results that
 //! are ready at the same moment share one ack call.
 
+use crate::backoff::Backoff;
 use crate::escape::for_terminal;
 use crate::message::{now_ms, ErrorRecord, Message};
 use crate::node::{Node, Role};
 use crate::scripts::{self, Claim, Outcome};
+use crate::sync::Locked;
 use rand::RngExt;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -40,16 +42,11 @@ struct InHand(Mutex<HashMap<Vec<u8>, usize>>);
 
 impl InHand {
     fn add(&self, item: &[u8]) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(item.to_vec())
-            .or_default() += 1;
+        *self.0.locked().entry(item.to_vec()).or_default() += 1;
     }
 
     fn remove(&self, item: &[u8]) {
-        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held = self.0.locked();
         if let Some(n) = held.get_mut(item) {
             *n -= 1;
             if *n == 0 {
@@ -60,17 +57,12 @@ impl InHand {
 
     /// How many items are in hand.
     fn len(&self) -> u64 {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .map(|n| *n as u64)
-            .sum()
+        self.0.locked().values().map(|n| *n as u64).sum()
     }
 
     /// The items of `listed` (the processing list) not in hand.
     fn orphans(&self, listed: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
-        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut held = self.0.locked().clone();
         listed
             .into_iter()
             .filter(|item| match held.get_mut(item) {
@@ -101,7 +93,7 @@ struct Ack {
     answer: oneshot::Sender<bool>,
     /// Not sent again before this, after a failed try.
     not_before: Instant,
-    backoff: Duration,
+    backoff: Backoff,
     /// Was in a batch that Redis refused: sent alone from now on, so that
     /// whatever is to blame holds back nothing else.
     alone: bool,
@@ -117,8 +109,7 @@ impl Ack {
     }
 
     fn failed(&mut self) {
-        self.backoff = (self.backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
-        self.not_before = Instant::now() + crate::connection::jitter(self.backoff);
+        self.not_before = Instant::now() + self.backoff.next_wait();
     }
 }
 
@@ -292,7 +283,7 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
     let mut id_changes = node.watch_id();
     // The last claim filled every slot and left messages queued.
     let mut more = false;
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
     loop {
         if shutdown.is_cancelled() {
             break;
@@ -350,7 +341,7 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
                 left,
                 oversized,
             }) => {
-                backoff = Duration::from_millis(50);
+                backoff.reset();
                 more = left > 0 || oversized > 0;
                 if oversized > 0 {
                     warn!(
@@ -376,10 +367,10 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
             Err(e) => {
                 node.last_error.report("claim", &e);
                 more = true;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                let wait = backoff.next_wait();
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(crate::connection::jitter(backoff)) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
             }
         }
@@ -435,7 +426,7 @@ async fn process(
         outcome: outcome.clone(),
         answer,
         not_before: Instant::now(),
-        backoff: Duration::ZERO,
+        backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(2)),
         alone: false,
     };
     if acks.send(ack).is_err() {

@@ -1,5 +1,5 @@
 //! `app status`: the cluster as Redis sees it, as a table for people or as
-//! JSON for programs (SPEC §4). Two round trips, read-only.
+//! JSON for programs (docs/SPEC.md §4). Two round trips, read-only.
 
 use crate::connection::Redis;
 use crate::error::Error;

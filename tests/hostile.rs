@@ -1,4 +1,4 @@
-//! A hostile namespace (SPEC G8): while three copies run, another program
+//! A hostile namespace (docs/SPEC.md G8): while three copies run, another program
 //! writes a value of the wrong type over every key of the namespace in turn
 //! and puts items of every odd shape into the queue (and into the processing
 //! list of a copy that never existed). Nothing accepted may be lost or
@@ -403,7 +403,7 @@ fn hostile_namespace() {
     );
 }
 
-/// The audit of SPEC G4 for a namespace others wrote into: every accepted
+/// The audit of docs/SPEC.md G4 for a namespace others wrote into: every accepted
 /// seq 1..=generated in exactly one place (the hostile items are told apart
 /// by their content, not their seq), each odd item in dead-letter exactly
 /// twice, each hostile valid message processed exactly once, and nothing

@@ -471,7 +471,7 @@ impl Harness {
         Ok(())
     }
 
-    /// Reads Redis back: the invariants of SPEC G4 and the registry, and
+    /// Reads Redis back: the invariants of docs/SPEC.md G4 and the registry, and
     /// agreement with the model.
     pub async fn check(&self) -> Result<(), String> {
         let state = read_state(&self.redis, &self.keys)

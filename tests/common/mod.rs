@@ -281,7 +281,7 @@ pub fn counter(server: &RedisServer, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// One error record as `get-errors --json` prints it: the fields SPEC §4
+/// One error record as `get-errors --json` prints it: the fields docs/SPEC.md §4
 /// promises, written out here rather than borrowed from the library, so
 /// that a change to the printed format fails the tests.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -391,7 +391,7 @@ pub fn seqs_outside_errors(server: &RedisServer) -> BTreeMap<u64, Vec<String>> {
     places
 }
 
-/// The audit of SPEC G4 with `--error-rate 1`: every seq 1..=generated is in
+/// The audit of docs/SPEC.md G4 with `--error-rate 1`: every seq 1..=generated is in
 /// exactly one place (an error record, or still queued/held/dead), none twice.
 /// Returns the records sorted by seq.
 pub fn audit_exactly_once(server: &RedisServer, records: &[Record]) -> Vec<Record> {
@@ -421,7 +421,7 @@ pub fn audit_exactly_once(server: &RedisServer, records: &[Record]) -> Vec<Recor
     sorted
 }
 
-/// Epochs listed by seq never decrease (SPEC G1).
+/// Epochs listed by seq never decrease (docs/SPEC.md G1).
 pub fn assert_epochs_never_step_back(records: &[Stamp]) {
     for pair in records.windows(2) {
         assert!(
