@@ -129,23 +129,44 @@ fn a_dead_get_errors_run_gives_its_batch_back_with_no_copy_running() {
     let server = RedisServer::start();
     fill_errors(&server, 2000, 300);
     let mut run = get_errors_child(&server);
-    // Blocked on its reader with a batch in hand.
-    wait_until("a run holding a batch", Duration::from_secs(10), || {
-        let held: Vec<String> = server.conn().keys("{app}:draining:*").unwrap_or_default();
-        held.iter()
-            .any(|k| server.conn().llen::<_, u64>(k).unwrap_or(0) > 0)
-    });
+    // Blocked on its reader with a batch in hand: it has taken more than a
+    // pipe holds, and what it holds has stopped changing.
+    let held = || -> Option<(String, u64)> {
+        let runs: Vec<String> = server.conn().keys("{app}:draining:*").unwrap_or_default();
+        runs.into_iter()
+            .map(|k| {
+                let n = server.conn().llen::<_, u64>(&k).unwrap_or(0);
+                (k, n)
+            })
+            .find(|(_, n)| *n > 0)
+    };
+    let mut last = None;
+    wait_until(
+        "a run blocked on its reader",
+        Duration::from_secs(10),
+        || {
+            let left: u64 = server.conn().llen("{app}:errors").unwrap_or(2000);
+            let now = held().map(|held| (held, left));
+            let stable = now.is_some() && now == last;
+            last = now;
+            std::thread::sleep(Duration::from_millis(200));
+            left < 2000 - 100 && stable
+        },
+    );
     let _ = run.kill();
     let _ = run.wait();
-    // What the dead run wrote and settled is gone for good; what it wrote
-    // into the pipe but did not settle comes back (it died before knowing
-    // its reader had it): read it so the audit counts it.
+    // What the dead run wrote and settled is gone for good. Lines it wrote
+    // were settled before it waited for its reader, so none comes back; a
+    // line cut off mid-way by the kill is not a line.
     let mut first = String::new();
     let _ = run
         .stdout
         .take()
         .expect("stdout")
         .read_to_string(&mut first);
+    if !first.ends_with('\n') {
+        first.truncate(first.rfind('\n').map_or(0, |at| at + 1));
+    }
     let mut printed = seqs_of(&first);
 
     let out = run_app(&server, &["get-errors", "--json"]);
