@@ -163,7 +163,7 @@ async fn commit_results(node: Arc<Node>, mut acks: mpsc::UnboundedReceiver<Ack>)
 
 /// The due results at the front of the line that one call commits: one
 /// processing list, at most ACK_BATCH of them and ACK_BATCH_BYTES, and only
-/// only one when it must go alone.
+/// one when it must go alone.
 fn take_due(waiting: &mut VecDeque<Ack>, now: Instant) -> Vec<Ack> {
     let Some(first) = waiting.iter().position(|a| a.not_before <= now) else {
         return Vec::new();
