@@ -56,11 +56,10 @@ fn valid_until(sent: Instant, length: Duration) -> Instant {
     sent + length - length / 10
 }
 
-/// Whether the lease value `"<epoch>:<copy id>"` names this copy.
-fn is_ours(holder: &str, id: &str) -> bool {
-    holder
-        .split_once(':')
-        .is_some_and(|(_, holder_id)| holder_id == id)
+/// The epoch of the lease value `"<epoch>:<copy id>"` when it names this copy.
+fn our_epoch(holder: &str, id: &str) -> Option<u64> {
+    let (epoch, holder_id) = holder.split_once(':')?;
+    (holder_id == id).then(|| epoch.parse().ok())?
 }
 
 /// Competes for the lease until shutdown; while it holds it, generates.
@@ -80,47 +79,32 @@ pub async fn campaign(node: Arc<Node>, shutdown: CancellationToken) {
                     }
                     None => info!(epoch, "became the generator"),
                 }
-                let lease = Arc::new(HeldLease::new(
-                    epoch,
-                    scripts::holder_value(epoch, &id),
-                    valid_until(sent, length),
-                ));
-                node.set_role(Role::Generator);
-                lead(&node, &lease, last, &shutdown).await;
-                node.set_role(Role::Processor);
+                let holder = scripts::holder_value(epoch, &id);
+                let lease = HeldLease::new(epoch, holder, valid_until(sent, length));
+                lead(&node, lease, last, &shutdown).await;
                 continue;
             }
-            Ok(Acquired::Held { ms_left, holder })
-                if Duration::from_millis(ms_left.max(0) as u64) > length / 5
-                    && is_ours(&holder, &id) =>
-            {
-                // An earlier request took it and only its answer was lost
-                // (it timed out, or reached Redis late): the lease is ours
-                // for what is left of it, under the epoch it was given.
-                let Some(epoch) = holder.split_once(':').and_then(|(e, _)| e.parse().ok()) else {
+            Ok(Acquired::Held { ms_left, holder }) => {
+                let left = Duration::from_millis(ms_left.max(0) as u64);
+                if let Some(epoch) = our_epoch(&holder, &id).filter(|_| left > length / 5) {
+                    // An earlier request took it and only its answer was lost
+                    // (it timed out, or reached Redis late): the lease is ours
+                    // for what is left of it, under the epoch it was given.
+                    info!(
+                        epoch,
+                        "took up the lease that a request whose answer was lost had taken"
+                    );
+                    let until = (sent + left).checked_sub(length / 10).unwrap_or(sent);
+                    lead(&node, HeldLease::new(epoch, holder, until), None, &shutdown).await;
                     continue;
-                };
-                info!(
-                    epoch,
-                    "took up the lease that a request whose answer was lost had taken"
-                );
-                let until = (sent + Duration::from_millis(ms_left as u64))
-                    .checked_sub(length / 10)
-                    .unwrap_or(sent);
-                let lease = Arc::new(HeldLease::new(epoch, holder, until));
-                node.set_role(Role::Generator);
-                lead(&node, &lease, None, &shutdown).await;
-                node.set_role(Role::Processor);
-                continue;
-            }
-            Ok(Acquired::Held { ms_left, .. }) if ms_left >= 0 => {
-                // Wake just after it expires; the jitter spreads the copies out.
-                Duration::from_millis(ms_left as u64)
-                    + Duration::from_millis(rand::random_range(1..=20))
-            }
-            Ok(Acquired::Held { .. }) => {
-                // Gone between GET and PTTL, or set without expiry by hand.
-                Duration::from_millis(rand::random_range(10..=50))
+                }
+                if ms_left >= 0 {
+                    // Wake just after it expires; the jitter spreads the copies out.
+                    left + Duration::from_millis(rand::random_range(1..=20))
+                } else {
+                    // Gone between GET and PTTL, or set without expiry by hand.
+                    Duration::from_millis(rand::random_range(10..=50))
+                }
             }
             Err(e) => {
                 node.last_error.report("taking the lease", &e);
@@ -135,17 +119,19 @@ pub async fn campaign(node: Arc<Node>, shutdown: CancellationToken) {
     }
 }
 
-/// Holds the lease and generates until the lease is lost or shutdown; on
-/// shutdown releases it so that another copy takes over at once.
+/// As the generator, holds the lease and generates until the lease is lost
+/// or shutdown; on shutdown releases it so that another copy takes over at once.
 async fn lead(
     node: &Arc<Node>,
-    lease: &Arc<HeldLease>,
+    lease: HeldLease,
     last: Option<scripts::LastEnqueue>,
     shutdown: &CancellationToken,
 ) {
+    let lease = Arc::new(lease);
+    node.set_role(Role::Generator);
     let lost = shutdown.child_token();
     let renewing = tokio::spawn(renew(node.clone(), lease.clone(), lost.clone()));
-    generator::run(node, lease, last, &lost).await;
+    generator::run(node, &lease, last, &lost).await;
     lost.cancel();
     let _ = renewing.await;
     if shutdown.is_cancelled() {
@@ -158,6 +144,7 @@ async fn lead(
             Err(e) => warn!(error = %e, "could not release the lease; it expires by itself"),
         }
     }
+    node.set_role(Role::Processor);
 }
 
 /// Renews every third of the lease until `lost`; cancels `lost` when a
