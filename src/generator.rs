@@ -5,13 +5,12 @@
 //!
 //! Ticks lie on a fixed grid of `--interval-ms` from the first one, so there
 //! is no drift; a tick missed (a slow Redis, a paused process) is skipped,
-//! never made up in a burst, and a tick that comes late is skipped too when
-//! the one before it was sent less than an interval (less 10 ms) earlier.
-//! A new generator emits its first message at once unless the newest message
-//! is younger than one interval, in which case it waits for the rest of that
-//! interval. That is judged by Redis's clock, never by comparing two hosts'
-//! clocks: the enqueue script lets the last-enqueue key expire one interval
-//! after the newest message, and the new generator waits out its PTTL.
+//! never made up in a burst. Spacing is judged by Redis's clock, never by a
+//! host's: the enqueue script refuses a message while the last-enqueue key,
+//! which expires an interval (less 10 ms) after the newest message, exists,
+//! so a late tick followed by one on the grid, or a handover, cannot bring
+//! two messages closer. A new generator waits out that key's PTTL before
+//! its first message.
 
 use crate::escape::for_terminal;
 use crate::lease::HeldLease;
@@ -71,8 +70,6 @@ pub async fn run(
     };
     let mut ticker = tokio::time::interval_at(Instant::now() + first, interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let closest = interval.saturating_sub(SPACING_SLACK);
-    let mut last_sent: Option<Instant> = None;
     let mut too_soon = 0;
     loop {
         tokio::select! {
@@ -86,14 +83,6 @@ pub async fn run(
             );
             return;
         }
-        let now = Instant::now();
-        if last_sent.is_some_and(|sent| now.duration_since(sent) < closest) {
-            // A late tick (the process was paused, or starved) followed by
-            // the one on the grid: the later one waits for the next tick.
-            debug!("skipped a tick too close to the last message");
-            continue;
-        }
-        last_sent = Some(now);
         match emit(node, lease, &producer, std::slice::from_ref(&text), 0, stop).await {
             Emitted::TooSoon => {
                 too_soon += 1;
@@ -122,9 +111,6 @@ pub async fn run(
         }
     }
 }
-
-/// How much closer than the interval two messages may be: timer jitter.
-const SPACING_SLACK: Duration = Duration::from_millis(10);
 
 /// How long, by Redis's clock, the newest message remains younger than one
 /// interval (the PTTL of the last-enqueue key); `None` when that cannot be
