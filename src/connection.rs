@@ -7,8 +7,7 @@
 use crate::backoff::Backoff;
 use crate::error::Error;
 use crate::settings::RedisSettings;
-use crate::sync::Locked;
-use crate::sync::ReadWriteLocked;
+use crate::sync::{Locked, ReadWriteLocked};
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
 use redis::{Client, ConnectionAddr, RedisConnectionInfo, RedisResult};

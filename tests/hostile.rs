@@ -466,12 +466,7 @@ fn audit(server: &RedisServer, records: &[Record], odd: &[Odd], hostile: &[u64])
             }
         }
     }
-    let missing: Vec<u64> = (1..=total).filter(|s| !places.contains_key(s)).collect();
-    let twice: Vec<(&u64, &Vec<String>)> = places.iter().filter(|(_, p)| p.len() > 1).collect();
-    let beyond: Vec<&u64> = places.keys().filter(|s| **s > total || **s == 0).collect();
-    assert!(missing.is_empty(), "missing seqs (of {total}): {missing:?}");
-    assert!(twice.is_empty(), "seqs in more than one place: {twice:?}");
-    assert!(beyond.is_empty(), "seqs never generated: {beyond:?}");
+    assert_each_seq_once(&places, total);
     for (o, n) in odd.iter().zip(&odd_count) {
         assert_eq!(
             *n, 2,

@@ -71,6 +71,17 @@ async fn enqueue_as(redis: &Redis, keys: &Keys, holder: &str) -> Option<u64> {
     }
 }
 
+/// Copy "c" claims up to `count` messages; the items it now holds.
+async fn claim_as_c(redis: &Redis, keys: &Keys, count: usize) -> Vec<Vec<u8>> {
+    match scripts::claim(redis, keys, "c", count, 1_048_576)
+        .await
+        .expect("claim")
+    {
+        Claim::Claimed { items, .. } => items,
+        Claim::Expired => panic!("claim refused: no heartbeat"),
+    }
+}
+
 /// Acks one item held by copy "c"; whether it was committed.
 async fn ack_one(redis: &Redis, keys: &Keys, item: &[u8], outcome: Outcome) -> bool {
     let answers = scripts::ack(redis, keys, "c", &[(item.to_vec(), outcome)])
@@ -257,12 +268,7 @@ async fn an_ack_commits_once_and_one_after_a_reclaim_is_refused_and_changes_noth
     let (redis, keys) = connect(&server).await;
     queue_three(&redis, &keys).await;
     register(&redis, &keys, "c").await;
-    let Claim::Claimed { items, .. } = scripts::claim(&redis, &keys, "c", 3, 1_048_576)
-        .await
-        .expect("claim")
-    else {
-        panic!("claim");
-    };
+    let items = claim_as_c(&redis, &keys, 3).await;
     assert!(ack_one(&redis, &keys, &items[0], Outcome::Ok).await);
     assert!(
         !ack_one(&redis, &keys, &items[0], Outcome::Ok).await,
@@ -505,12 +511,7 @@ async fn a_batch_ack_answers_each_message_on_its_own() {
     let (redis, keys) = connect(&server).await;
     queue_three(&redis, &keys).await;
     register(&redis, &keys, "c").await;
-    let Claim::Claimed { items, .. } = scripts::claim(&redis, &keys, "c", 2, 1_048_576)
-        .await
-        .expect("claim")
-    else {
-        panic!("claim");
-    };
+    let items = claim_as_c(&redis, &keys, 2).await;
     let batch = vec![
         (items[0].clone(), Outcome::Ok),
         (b"never claimed".to_vec(), Outcome::Ok),
@@ -552,12 +553,7 @@ async fn a_key_of_the_wrong_type_refuses_the_call_names_the_key_and_changes_noth
     let (redis, keys) = connect(&server).await;
     queue_three(&redis, &keys).await;
     register(&redis, &keys, "c").await;
-    let Claim::Claimed { items, .. } = scripts::claim(&redis, &keys, "c", 2, 1_048_576)
-        .await
-        .expect("claim")
-    else {
-        panic!("claim refused")
-    };
+    let items = claim_as_c(&redis, &keys, 2).await;
     let _: () = redis
         .conn()
         .sadd(keys.drains(), "r")

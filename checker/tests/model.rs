@@ -52,6 +52,21 @@ async fn connect(port: u16) -> Redis {
         .expect("connect")
 }
 
+/// Registers copy `id` with a heartbeat that outlives the test.
+async fn register(redis: &Redis, keys: &Keys, id: &str) {
+    scripts::heartbeat(
+        redis,
+        keys,
+        id,
+        60_000,
+        "{}",
+        60_000,
+        scripts::BeatKind::Register,
+    )
+    .await
+    .expect("register");
+}
+
 fn run_sequence(fixture: &Fixture, ops: &[Op]) -> Result<(), TestCaseError> {
     fixture.runtime.block_on(async {
         let redis = connect(fixture.server.port).await;
@@ -169,17 +184,7 @@ fn concurrent_copies_keep_the_invariants() {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(task);
                 let mut generation = 0;
                 let mut id = format!("t{task}g{generation}");
-                scripts::heartbeat(
-                    &redis,
-                    &keys,
-                    &id,
-                    60_000,
-                    "{}",
-                    60_000,
-                    scripts::BeatKind::Register,
-                )
-                .await
-                .expect("register");
+                register(&redis, &keys, &id).await;
                 let mut lease: Option<String> = None;
                 let mut held: Vec<Vec<u8>> = Vec::new();
                 let mut runs = 0;
@@ -245,17 +250,7 @@ fn concurrent_copies_keep_the_invariants() {
                                     .expect("del");
                             generation += 1;
                             id = format!("t{task}g{generation}");
-                            scripts::heartbeat(
-                                &redis,
-                                &keys,
-                                &id,
-                                60_000,
-                                "{}",
-                                60_000,
-                                scripts::BeatKind::Register,
-                            )
-                            .await
-                            .expect("register");
+                            register(&redis, &keys, &id).await;
                             lease = None;
                             // Late acks under the old id stay possible: `held` is kept.
                         }

@@ -404,12 +404,7 @@ pub fn audit_exactly_once(server: &RedisServer, records: &[Record]) -> Vec<Recor
             .or_default()
             .push(format!("error record by {}", r.processor));
     }
-    let missing: Vec<u64> = (1..=total).filter(|s| !places.contains_key(s)).collect();
-    let twice: Vec<(&u64, &Vec<String>)> = places.iter().filter(|(_, p)| p.len() > 1).collect();
-    let beyond: Vec<&u64> = places.keys().filter(|s| **s > total || **s == 0).collect();
-    assert!(missing.is_empty(), "missing seqs (of {total}): {missing:?}");
-    assert!(twice.is_empty(), "seqs in more than one place: {twice:?}");
-    assert!(beyond.is_empty(), "seqs never generated: {beyond:?}");
+    assert_each_seq_once(&places, total);
     let processed = counter(server, "processed");
     assert_eq!(
         processed as usize,
@@ -419,6 +414,16 @@ pub fn audit_exactly_once(server: &RedisServer, records: &[Record]) -> Vec<Recor
     let mut sorted = records.to_vec();
     sorted.sort_by_key(|r| r.seq);
     sorted
+}
+
+/// Every seq 1..=`total` is in exactly one of `places`, and no other seq is.
+pub fn assert_each_seq_once(places: &BTreeMap<u64, Vec<String>>, total: u64) {
+    let missing: Vec<u64> = (1..=total).filter(|s| !places.contains_key(s)).collect();
+    let twice: Vec<(&u64, &Vec<String>)> = places.iter().filter(|(_, p)| p.len() > 1).collect();
+    let beyond: Vec<&u64> = places.keys().filter(|s| **s > total || **s == 0).collect();
+    assert!(missing.is_empty(), "missing seqs (of {total}): {missing:?}");
+    assert!(twice.is_empty(), "seqs in more than one place: {twice:?}");
+    assert!(beyond.is_empty(), "seqs never generated: {beyond:?}");
 }
 
 /// Epochs listed by seq never decrease (docs/SPEC.md G1).
