@@ -207,7 +207,7 @@ async fn write_batch(
     let mut unsettled = 0;
     let mut last_settle = Instant::now();
     let mut error = None;
-    for raw in batch {
+    for (written, raw) in batch.iter().enumerate() {
         if !lock.holds() {
             error = Some(Error::Output(
                 "get-errors was stopped for longer than its lock lives, so its batch may have gone back to the errors list; stopping rather than print anything twice".to_string(),
@@ -215,7 +215,8 @@ async fn write_batch(
             break;
         }
         if unsettled > 0 && (would_block() || last_settle.elapsed() >= SETTLE_EVERY) {
-            match settle(redis, keys, run_id, unsettled, lock).await {
+            let keep = (batch.len() - written) as u64;
+            match settle(redis, keys, run_id, unsettled, keep, lock).await {
                 Ok(n) => settled += n,
                 Err(e) => {
                     error = Some(e);
@@ -233,7 +234,8 @@ async fn write_batch(
         unsettled += 1;
     }
     if unsettled > 0 {
-        match settle(redis, keys, run_id, unsettled, lock).await {
+        let keep = batch.len() as u64 - settled - unsettled;
+        match settle(redis, keys, run_id, unsettled, keep, lock).await {
             Ok(n) => settled += n,
             Err(e) => error = error.or(Some(e)),
         }
@@ -241,34 +243,41 @@ async fn write_batch(
     Written { settled, error }
 }
 
-/// Forgets `written` lines in Redis; an error when they had gone back. What
-/// was printed must be forgotten: while Redis cannot be reached, it is tried
-/// again for as long as the lock is known to hold (a Redis that restarts
-/// from its append-only file still has the lock and the batch).
+/// Forgets the `written` lines in Redis, keeping the `keep` not written;
+/// an error when they had gone back. What was printed must be forgotten:
+/// while Redis cannot be reached, it is tried again for as long as the lock
+/// is known to hold (a Redis that restarts from its append-only file still
+/// has the lock and the batch). The script is idempotent, so a try whose
+/// answer was lost does no harm when it is sent again.
 async fn settle(
     redis: &Redis,
     keys: &Keys,
     run_id: &str,
     written: u64,
+    keep: u64,
     lock: &Lock,
 ) -> Result<u64, Error> {
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
-    let settled = loop {
-        match scripts::settle_drain(redis, keys, run_id, written).await {
-            Ok(settled) => break settled,
+    let mut retried = false;
+    let before = loop {
+        match scripts::settle_drain(redis, keys, run_id, keep).await {
+            Ok(before) => break before,
             Err(e) if crate::error::is_connection_error(&e) && lock.holds() => {
+                retried = true;
                 tokio::time::sleep(backoff.next_wait()).await;
             }
             Err(e) => return Err(Error::from_redis(redis.address(), &e)),
         }
     };
-    if settled < written {
+    // A try whose answer was lost may already have settled them.
+    let expected = if retried { keep } else { keep + written };
+    if before < expected {
         return Err(Error::Output(format!(
             "{} errors already written had gone back to the errors list (this run was stopped for longer than its lock lives): they will be printed again",
-            written - settled
+            (keep + written - before).min(written)
         )));
     }
-    Ok(settled)
+    Ok(written)
 }
 
 /// Whether writing to stdout now would wait for its reader (a pipe that

@@ -472,20 +472,17 @@ pub async fn renew_drain_lock(
     extend_lock(redis, keys.drain_lock(run_id), run_id, lock_ms).await
 }
 
-/// Forgets the oldest `written` errors of the run's draining list; how many
-/// were still there (fewer when the batch had been given back meanwhile).
-pub async fn settle_drain(
-    redis: &Redis,
-    keys: &Keys,
-    run_id: &str,
-    written: u64,
-) -> RedisResult<u64> {
-    let settled: i64 = SETTLE_DRAIN
+/// Forgets the oldest errors of the run's draining list, keeping the `keep`
+/// not yet written; the list's length before. Sent again after a lost
+/// answer, it forgets nothing more.
+pub async fn settle_drain(redis: &Redis, keys: &Keys, run_id: &str, keep: u64) -> RedisResult<u64> {
+    const NAME: &str = "settle_drain";
+    let reply: Vec<Value> = SETTLE_DRAIN
         .key(keys.draining(run_id))
-        .arg(written)
+        .arg(keep)
         .invoke_async(&mut redis.conn())
         .await?;
-    u64::try_from(settled).map_err(|_| unexpected("settle_drain", &[Value::Int(settled)]))
+    uint(NAME, &reply, 0)
 }
 
 /// Returns the draining list of a run whose lock is gone to the errors list;

@@ -828,3 +828,40 @@ async fn a_copy_run_in_process_stops_when_told_and_leaves_nothing_behind() {
     let registered: Vec<String> = conn.hkeys(keys.registry()).await.expect("registry");
     assert!(registered.is_empty(), "deregistered: {registered:?}");
 }
+
+/// A settle whose answer was lost is sent again: it forgets nothing more
+/// (a second RPOP would drop errors never printed).
+#[tokio::test]
+async fn a_settle_sent_twice_forgets_the_written_lines_once() {
+    let server = RedisServer::start();
+    let (redis, keys) = connect(&server).await;
+    let records: Vec<String> = (1..=5).map(|seq| format!(r#"{{"seq":{seq}}}"#)).collect();
+    let _: () = redis
+        .conn()
+        .lpush(keys.errors(), &records)
+        .await
+        .expect("push");
+    let batch = scripts::take_errors(&redis, &keys, "r", 5, 10_000)
+        .await
+        .expect("take");
+    assert_eq!(batch.len(), 5);
+    // Two written, three to keep; the same request twice.
+    assert_eq!(
+        scripts::settle_drain(&redis, &keys, "r", 3)
+            .await
+            .expect("settle"),
+        5
+    );
+    assert_eq!(
+        scripts::settle_drain(&redis, &keys, "r", 3)
+            .await
+            .expect("again"),
+        3
+    );
+    let left: Vec<String> = redis
+        .conn()
+        .lrange(keys.draining("r"), 0, -1)
+        .await
+        .expect("lrange");
+    assert_eq!(left, vec![r#"{"seq":5}"#, r#"{"seq":4}"#, r#"{"seq":3}"#]);
+}
