@@ -1,134 +1,88 @@
-//! The command line, as parsed by clap. Values stay `Option`s here: the
-//! defaults live in one place, `config/default.toml`, and [`crate::settings`]
-//! layers CLI > environment > config file > defaults.
+//! The command line, made by clap from the option table of
+//! [`crate::options`]. Values stay text here: [`crate::settings`] layers them
+//! over the config file and the defaults and checks them all by one rule.
 
-use clap::{ArgAction, Args, Parser, Subcommand};
+use crate::options::{self, Kind, Opt, Section};
+use clap::{Arg, ArgAction, Command};
 use std::path::PathBuf;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "app",
-    version,
-    about = "An elected generator and exactly-once processors, coordinated only through Redis",
-    disable_help_flag = true,
-    after_help = "Settings: CLI > environment > --config file > built-in defaults (config/default.toml)."
-)]
-pub struct Cli {
-    /// Print help
-    #[arg(long, action = ArgAction::Help, global = true)]
-    pub help: Option<bool>,
-
-    /// Load a dotenv file (.env when no FILE is given) before reading anything else
-    #[arg(long, value_name = "FILE", num_args = 0..=1, require_equals = true, default_missing_value = ".env")]
-    pub env: Option<PathBuf>,
-
-    /// Read settings from a TOML file shaped like config/default.toml
-    #[arg(long, value_name = "FILE", global = true)]
-    pub config: Option<PathBuf>,
-
-    #[command(flatten)]
-    pub redis: RedisArgs,
-
-    #[command(subcommand)]
-    pub command: Command,
+/// One option of the table as a clap argument.
+fn arg(opt: &'static Opt) -> Arg {
+    let mut arg = Arg::new(opt.name).long(opt.name).help(opt.help());
+    arg = match opt.kind {
+        Kind::Flag => arg.action(ArgAction::SetTrue),
+        // Negative numbers reach the range check, which names the option.
+        _ => arg
+            .action(ArgAction::Set)
+            .value_name(opt.value_name)
+            .allow_negative_numbers(true),
+    };
+    if let Some(c) = opt.short {
+        arg = arg.short(c);
+    }
+    if let Some(var) = opt.env {
+        arg = arg.env(var).hide_env_values(opt.kind == Kind::Secret);
+    }
+    arg
 }
 
-#[derive(Debug, Clone, Default, Args)]
-pub struct RedisArgs {
-    /// Redis host [default: localhost]
-    #[arg(long, short = 'h', env = "REDIS_HOST", global = true)]
-    pub host: Option<String>,
-    /// Redis port [default: 6379]
-    #[arg(long, short = 'p', env = "REDIS_PORT", global = true)]
-    pub port: Option<u16>,
-    /// Redis password
-    #[arg(
-        long = "pass",
-        env = "REDIS_PASS",
-        global = true,
-        hide_env_values = true
-    )]
-    pub password: Option<String>,
-    /// Redis database number [default: 0]
-    #[arg(long, env = "REDIS_DB", global = true)]
-    pub db: Option<i64>,
-    /// Redis 6+ ACL user
-    #[arg(long, env = "REDIS_USER", global = true)]
-    pub user: Option<String>,
-    /// redis:// or rediss:// URL; overrides host, port, pass and db
-    #[arg(long, env = "REDIS_URL", global = true, hide_env_values = true)]
-    pub url: Option<String>,
-    /// Key prefix: two namespaces on one Redis never see each other [default: app]
-    #[arg(long, env = "APP_NAMESPACE", global = true)]
-    pub namespace: Option<String>,
+/// `app`'s command line.
+pub fn command() -> Command {
+    Command::new("app")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("An elected generator and exactly-once processors, coordinated only through Redis")
+        .disable_help_flag(true)
+        .subcommand_required(true)
+        .after_help("Settings: CLI > environment > --config file > built-in defaults (config/default.toml).")
+        .arg(
+            Arg::new("help")
+                .long("help")
+                .action(ArgAction::Help)
+                .global(true)
+                .help("Print help"),
+        )
+        .arg(
+            Arg::new("env")
+                .long("env")
+                .value_name("FILE")
+                .num_args(0..=1)
+                .require_equals(true)
+                .default_missing_value(".env")
+                .help("Load a dotenv file (.env when no FILE is given) before reading anything else"),
+        )
+        .arg(
+            Arg::new("config")
+                .long("config")
+                .value_name("FILE")
+                .global(true)
+                .help_heading("Redis options")
+                .help("Read settings from a TOML file shaped like config/default.toml"),
+        )
+        .args(options::of(Section::Redis).map(|opt| arg(opt).global(true).help_heading("Redis options")))
+        .subcommand(
+            Command::new("start")
+                .about("Start a copy (it becomes generator or processor)")
+                .args(options::of(Section::Start).map(arg)),
+        )
+        .subcommand(
+            Command::new("get-errors")
+                .alias("getErrors")
+                .about("Print and remove stored errors")
+                .args(options::of(Section::GetErrors).map(arg)),
+        )
+        .subcommand(
+            Command::new("status")
+                .about("Show the cluster: generator, processors, queue, counters")
+                .args(options::of(Section::Status).map(arg)),
+        )
 }
 
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Start a copy (it becomes generator or processor)
-    Start(StartArgs),
-    /// Print and remove stored errors
-    #[command(alias = "getErrors")]
-    GetErrors(GetErrorsArgs),
-    /// Show the cluster: generator, processors, queue, counters
-    Status(StatusArgs),
-}
-
-#[derive(Debug, Clone, Default, Args)]
-pub struct StartArgs {
-    /// Messages this copy processes at the same time [default: 1]
-    #[arg(long, value_name = "N")]
-    pub concurrency: Option<usize>,
-    /// Text source: lipsum, fake, uuid [default: lipsum]
-    #[arg(long, value_name = "NAME")]
-    pub generator: Option<String>,
-    /// Generator tick; 0 = as fast as possible [default: 500]
-    #[arg(long, value_name = "N")]
-    pub interval_ms: Option<u64>,
-    /// Probability that a processed message is an error, 0..1 [default: 0.05]
-    #[arg(long, value_name = "P", allow_negative_numbers = true)]
-    pub error_rate: Option<f64>,
-    /// Simulated processing time per message [default: 0]
-    #[arg(long, value_name = "N")]
-    pub work_ms: Option<u64>,
-    /// Generator lease, renewed every third of it [default: 1000]
-    #[arg(long, value_name = "N")]
-    pub lease_ms: Option<u64>,
-    /// auto | processor (processor never becomes generator) [default: auto]
-    #[arg(long, value_name = "ROLE")]
-    pub role: Option<String>,
-    /// Shown in status and logs; the copy id adds a unique suffix [default: host name]
-    #[arg(long, value_name = "NAME")]
-    pub name: Option<String>,
-    /// Deliveries before a message goes to dead-letter [default: 5]
-    #[arg(long, value_name = "N")]
-    pub max_deliveries: Option<u32>,
-    /// On SIGTERM/SIGINT, time to finish messages in hand [default: 10000]
-    #[arg(long, value_name = "N")]
-    pub shutdown_timeout_ms: Option<u64>,
-    /// Queue items larger than this go to dead-letter, keeping their first N bytes [default: 1048576]
-    #[arg(long, value_name = "N")]
-    pub max_item_bytes: Option<u64>,
-}
-
-#[derive(Debug, Clone, Default, Args)]
-pub struct GetErrorsArgs {
-    /// Take at most N errors [default: all]
-    #[arg(long, value_name = "N")]
-    pub limit: Option<u64>,
-    /// One JSON object per line
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Clone, Default, Args)]
-pub struct StatusArgs {
-    /// JSON for programs
-    #[arg(long)]
-    pub json: bool,
-    /// Refresh in place every second, like top
-    #[arg(long)]
-    pub watch: bool,
+/// clap's error as one line, as every other bad option is reported.
+pub fn first_line(err: &clap::Error) -> String {
+    let rendered = err.render().to_string();
+    let first = rendered.lines().next().unwrap_or("error: bad usage");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    format!("{first} (see --help)")
 }
 
 const COMMANDS: [&str; 4] = ["start", "get-errors", "getErrors", "status"];
@@ -169,7 +123,6 @@ pub fn env_file(args: &[String]) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     fn strings(args: &[&str]) -> Vec<String> {
         args.iter().map(|s| s.to_string()).collect()
@@ -177,7 +130,7 @@ mod tests {
 
     #[test]
     fn the_command_definition_is_consistent() {
-        Cli::command().debug_assert();
+        command().debug_assert();
     }
 
     #[test]
@@ -204,12 +157,21 @@ mod tests {
 
     #[test]
     fn dash_h_is_the_host_and_get_errors_has_its_alias() {
-        let cli =
-            Cli::try_parse_from(["app", "-h", "redis.local", "getErrors", "--limit", "3"]).unwrap();
-        assert_eq!(cli.redis.host.as_deref(), Some("redis.local"));
+        let settings = crate::settings::Settings::from_args([
+            "-h",
+            "redis.local",
+            "getErrors",
+            "--limit",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(settings.redis.host, "redis.local");
         assert!(matches!(
-            cli.command,
-            Command::GetErrors(GetErrorsArgs { limit: Some(3), .. })
+            settings.command,
+            crate::settings::CommandSettings::GetErrors(crate::settings::GetErrorsSettings {
+                limit: Some(3),
+                ..
+            })
         ));
     }
 }

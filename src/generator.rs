@@ -12,10 +12,10 @@
 //! two messages closer. A new generator waits out that key's PTTL before
 //! its first message.
 
+use crate::copy::CopyState;
 use crate::escape::for_terminal;
 use crate::lease::HeldLease;
 use crate::message::{now_ms, NewMessage};
-use crate::node::Node;
 use crate::scripts::{self, Enqueued, LastEnqueue};
 use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -30,12 +30,12 @@ const FAST_QUEUE_CAP: u64 = 10_000;
 /// Generates while `lease` is valid, until `stop` is cancelled. Cancels
 /// `stop` itself when an enqueue is refused: the lease is gone.
 pub async fn run(
-    node: &Node,
+    copy: &CopyState,
     lease: &HeldLease,
     last: Option<LastEnqueue>,
     stop: &CancellationToken,
 ) {
-    let mut source = match generators::by_name(&node.settings.generator, None) {
+    let mut source = match generators::by_name(&copy.settings.generator, None) {
         Ok(source) => source,
         Err(e) => {
             warn!("{e}");
@@ -43,8 +43,8 @@ pub async fn run(
             return;
         }
     };
-    let interval = node.settings.interval;
-    let producer = node.id();
+    let interval = copy.settings.interval;
+    let producer = copy.id();
     if interval.is_zero() {
         // As fast as possible: batches, and a pause while the queue is full,
         // so that a generator faster than its processors cannot fill Redis.
@@ -55,7 +55,7 @@ pub async fn run(
             if texts.is_empty() {
                 texts = (0..FAST_BATCH).map(|_| source.next_text()).collect();
             }
-            match emit(node, lease, &producer, &texts, FAST_QUEUE_CAP, stop).await {
+            match emit(copy, lease, &producer, &texts, FAST_QUEUE_CAP, stop).await {
                 Emitted::QueueFull => tokio::time::sleep(Duration::from_millis(1)).await,
                 _ => texts.clear(),
             }
@@ -64,7 +64,7 @@ pub async fn run(
     }
     // Each text is made before its tick, so that the tick stamps and sends it.
     let mut text = source.next_text();
-    let first = match newest_is_new_for(node).await {
+    let first = match newest_is_new_for(copy).await {
         Some(wait) => wait,
         None => first_tick(last.as_ref(), interval, now_ms()),
     };
@@ -83,23 +83,23 @@ pub async fn run(
             );
             return;
         }
-        match emit(node, lease, &producer, std::slice::from_ref(&text), 0, stop).await {
+        match emit(copy, lease, &producer, std::slice::from_ref(&text), 0, stop).await {
             Emitted::TooSoon => {
                 too_soon += 1;
                 if too_soon >= 3 {
                     // A tick Redis ran late explains one refusal, not three
                     // in a row: the key outlives an interval, so another
                     // program set it. It is ours to reset.
-                    node.last_error.problem(
+                    copy.last_error.problem(
                         "enqueue refused three times in a row as too soon",
                         &format!(
                             "{} outlived an interval; deleted it",
-                            node.keys.last_enqueue()
+                            copy.keys.last_enqueue()
                         ),
                     );
                     let _: redis::RedisResult<i64> = redis::cmd("DEL")
-                        .arg(node.keys.last_enqueue())
-                        .query_async(&mut node.redis.conn())
+                        .arg(copy.keys.last_enqueue())
+                        .query_async(&mut copy.redis.conn())
                         .await;
                     too_soon = 0;
                 }
@@ -115,17 +115,17 @@ pub async fn run(
 /// How long, by Redis's clock, the newest message remains younger than one
 /// interval (the PTTL of the last-enqueue key); `None` when that cannot be
 /// told (the key never expires, or the request failed).
-async fn newest_is_new_for(node: &Node) -> Option<Duration> {
+async fn newest_is_new_for(copy: &CopyState) -> Option<Duration> {
     let pttl: i64 = redis::cmd("PTTL")
-        .arg(node.keys.last_enqueue())
-        .query_async(&mut node.redis.conn())
+        .arg(copy.keys.last_enqueue())
+        .query_async(&mut copy.redis.conn())
         .await
         .ok()?;
     match pttl {
         -2 => Some(Duration::ZERO),
         // Never more than an interval: a key another program set with a
         // long expiry must not hold the generator back.
-        ms if ms >= 0 => Some(Duration::from_millis(ms as u64 + 1).min(node.settings.interval)),
+        ms if ms >= 0 => Some(Duration::from_millis(ms as u64 + 1).min(copy.settings.interval)),
         _ => None,
     }
 }
@@ -144,7 +144,7 @@ pub fn first_tick(last: Option<&LastEnqueue>, interval: Duration, now_ms: u64) -
 
 /// Enqueues `texts` in one fenced step.
 async fn emit(
-    node: &Node,
+    copy: &CopyState,
     lease: &HeldLease,
     producer: &str,
     texts: &[String],
@@ -170,17 +170,17 @@ async fn emit(
         producer: producer.to_string(),
     };
     let enqueued = scripts::enqueue(
-        &node.redis,
-        &node.keys,
+        &copy.redis,
+        &copy.keys,
         &lease.holder,
         &bodies,
         &last,
         queue_cap,
-        node.settings.interval,
+        copy.settings.interval,
     )
     .await;
     match enqueued {
-        Ok(Enqueued::Accepted { first_seq }) if node.chatty() => {
+        Ok(Enqueued::Accepted { first_seq }) if copy.chatty() => {
             for (seq, text) in (first_seq..).zip(texts) {
                 info!(seq, epoch = lease.epoch, text = %for_terminal(text), "generated");
             }
@@ -205,7 +205,7 @@ async fn emit(
             );
             stop.cancel();
         }
-        Err(e) => node.last_error.report("enqueue (the tick is skipped)", &e),
+        Err(e) => copy.last_error.report("enqueue (the tick is skipped)", &e),
     }
     Emitted::Done
 }

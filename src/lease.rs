@@ -12,8 +12,8 @@
 //! rather than polling, and wake at once when the holder releases it.
 
 use crate::backoff::Backoff;
+use crate::copy::{CopyState, Role};
 use crate::generator;
-use crate::node::{Node, Role};
 use crate::scripts::{self, Acquired};
 use crate::sync::Locked;
 use std::sync::{Arc, Mutex};
@@ -63,14 +63,14 @@ fn our_epoch(holder: &str, id: &str) -> Option<u64> {
 }
 
 /// Competes for the lease until shutdown; while it holds it, generates.
-pub async fn campaign(node: Arc<Node>, shutdown: CancellationToken) {
-    let length = node.settings.lease;
+pub async fn campaign(copy: Arc<CopyState>, shutdown: CancellationToken) {
+    let length = copy.settings.lease;
     let lease_ms = length.as_millis() as u64;
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
     while !shutdown.is_cancelled() {
-        let id = node.id();
+        let id = copy.id();
         let sent = Instant::now();
-        let wait = match scripts::acquire_lease(&node.redis, &node.keys, &id, lease_ms).await {
+        let wait = match scripts::acquire_lease(&copy.redis, &copy.keys, &id, lease_ms).await {
             Ok(Acquired::Taken { epoch, last }) => {
                 backoff.reset();
                 match &last {
@@ -81,7 +81,7 @@ pub async fn campaign(node: Arc<Node>, shutdown: CancellationToken) {
                 }
                 let holder = scripts::holder_value(epoch, &id);
                 let lease = HeldLease::new(epoch, holder, valid_until(sent, length));
-                lead(&node, lease, last, &shutdown).await;
+                lead(&copy, lease, last, &shutdown).await;
                 continue;
             }
             Ok(Acquired::Held { ms_left, holder }) => {
@@ -95,7 +95,7 @@ pub async fn campaign(node: Arc<Node>, shutdown: CancellationToken) {
                         "took up the lease that a request whose answer was lost had taken"
                     );
                     let until = (sent + left).checked_sub(length / 10).unwrap_or(sent);
-                    lead(&node, HeldLease::new(epoch, holder, until), None, &shutdown).await;
+                    lead(&copy, HeldLease::new(epoch, holder, until), None, &shutdown).await;
                     continue;
                 }
                 if ms_left >= 0 {
@@ -107,14 +107,14 @@ pub async fn campaign(node: Arc<Node>, shutdown: CancellationToken) {
                 }
             }
             Err(e) => {
-                node.last_error.report("taking the lease", &e);
+                copy.last_error.report("taking the lease", &e);
                 backoff.next_wait()
             }
         };
         tokio::select! {
             _ = shutdown.cancelled() => {}
             _ = tokio::time::sleep(wait) => {}
-            _ = node.signals.lease_free.notified() => {}
+            _ = copy.signals.lease_free.notified() => {}
         }
     }
 }
@@ -122,20 +122,20 @@ pub async fn campaign(node: Arc<Node>, shutdown: CancellationToken) {
 /// As the generator, holds the lease and generates until the lease is lost
 /// or shutdown; on shutdown releases it so that another copy takes over at once.
 async fn lead(
-    node: &Arc<Node>,
+    copy: &Arc<CopyState>,
     lease: HeldLease,
     last: Option<scripts::LastEnqueue>,
     shutdown: &CancellationToken,
 ) {
     let lease = Arc::new(lease);
-    node.set_role(Role::Generator);
+    copy.set_role(Role::Generator);
     let lost = shutdown.child_token();
-    let renewing = tokio::spawn(renew(node.clone(), lease.clone(), lost.clone()));
-    generator::run(node, &lease, last, &lost).await;
+    let renewing = tokio::spawn(renew(copy.clone(), lease.clone(), lost.clone()));
+    generator::run(copy, &lease, last, &lost).await;
     lost.cancel();
     let _ = renewing.await;
     if shutdown.is_cancelled() {
-        match scripts::release_lease(&node.redis, &node.keys, &lease.holder).await {
+        match scripts::release_lease(&copy.redis, &copy.keys, &lease.holder).await {
             Ok(true) => info!(
                 epoch = lease.epoch,
                 "released the lease; another copy takes over"
@@ -144,13 +144,13 @@ async fn lead(
             Err(e) => warn!(error = %e, "could not release the lease; it expires by itself"),
         }
     }
-    node.set_role(Role::Processor);
+    copy.set_role(Role::Processor);
 }
 
 /// Renews every third of the lease until `lost`; cancels `lost` when a
 /// renewal is refused or the lease lapses for want of one.
-async fn renew(node: Arc<Node>, lease: Arc<HeldLease>, lost: CancellationToken) {
-    let length = node.settings.lease;
+async fn renew(copy: Arc<CopyState>, lease: Arc<HeldLease>, lost: CancellationToken) {
+    let length = copy.settings.lease;
     let period = length / 3;
     let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -163,8 +163,8 @@ async fn renew(node: Arc<Node>, lease: Arc<HeldLease>, lost: CancellationToken) 
         let renewal = tokio::time::timeout(
             period,
             scripts::renew_lease(
-                &node.redis,
-                &node.keys,
+                &copy.redis,
+                &copy.keys,
                 &lease.holder,
                 length.as_millis() as u64,
             ),
@@ -182,7 +182,7 @@ async fn renew(node: Arc<Node>, lease: Arc<HeldLease>, lost: CancellationToken) 
             }
             failed => {
                 if let Ok(Err(e)) = &failed {
-                    node.last_error.report("renewing the lease", e);
+                    copy.last_error.report("renewing the lease", e);
                 }
                 if !lease.is_valid() {
                     warn!(

@@ -1,11 +1,12 @@
 //! redis-ql: any number of identical copies, coordinated only through Redis.
 //! One copy at a time is the elected generator; all the others process each
 //! message exactly once. The binary `app` only parses its command line and
-//! calls [`node::run`], [`drain::run`] or [`status::show`].
+//! calls [`copy::run`], [`drain::run`] or [`status::show`].
 
 pub mod backoff;
 pub mod cli;
 pub mod connection;
+pub mod copy;
 pub mod drain;
 pub mod error;
 pub mod escape;
@@ -15,7 +16,7 @@ pub mod keys;
 pub mod lease;
 pub mod membership;
 pub mod message;
-pub mod node;
+pub mod options;
 pub mod processor;
 pub mod scripts;
 pub mod settings;

@@ -1,9 +1,9 @@
 //! `app`: parses the command line and dispatches to the library.
 
-use clap::Parser;
-use redis_ql::cli::{self, Cli, Command};
+use redis_ql::cli;
 use redis_ql::error::Error;
-use redis_ql::{connection, drain, keys::Keys, settings, status};
+use redis_ql::settings::{CommandSettings, Settings};
+use redis_ql::{connection, drain, keys::Keys, status};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -25,14 +25,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
+    let settings = match cli::command().try_get_matches_from(args) {
         Err(e) if !e.use_stderr() => e.exit(),
-        Err(e) => {
-            // One line, as for every other bad option: clap's first line.
-            let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("error: bad usage");
-            say(&format!("{first} (see --help)"));
+        Err(e) => Err(cli::first_line(&e)),
+        Ok(matches) => Settings::from_matches(&matches).map_err(|e| e.to_string()),
+    };
+    let settings = match settings {
+        Ok(settings) => settings,
+        Err(line) => {
+            say(&format!("error: {line}"));
             return ExitCode::from(2);
         }
     };
@@ -54,7 +55,7 @@ fn main() -> ExitCode {
         )
         .init();
     let code = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => match runtime.block_on(dispatch(cli)) {
+        Ok(runtime) => match runtime.block_on(dispatch(settings)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 say(&format!("error: {e}"));
@@ -99,29 +100,27 @@ fn fill_standard_streams() {
     }
 }
 
-async fn dispatch(cli: Cli) -> Result<(), Error> {
-    let (user, defaults) = settings::files(cli.config.as_deref())?;
-    let redis_settings = settings::redis(&cli.redis, &user, &defaults)?;
-    let keys = Keys::new(&redis_settings.namespace);
-    match cli.command {
-        Command::Start(args) => {
-            let start = settings::start(&args, &user, &defaults)?;
+async fn dispatch(settings: Settings) -> Result<(), Error> {
+    let Settings { redis, command } = settings;
+    let keys = Keys::new(&redis.namespace);
+    match command {
+        CommandSettings::Start(start) => {
             let shutdown = CancellationToken::new();
             stop_on_signals(
                 shutdown.clone(),
                 "stopping: finishing the messages in hand (a second signal exits at once)",
             );
-            redis_ql::node::run(redis_settings, start, shutdown).await
+            redis_ql::copy::run(redis, start, shutdown).await
         }
-        Command::GetErrors(args) => {
-            let redis = connection::connect(
-                &redis_settings,
+        CommandSettings::GetErrors(args) => {
+            let conn = connection::connect(
+                &redis,
                 &format!("{}:get-errors", keys.namespace()),
                 FAIL_FAST,
             )
             .await?;
-            let drained = drain::run(
-                &redis,
+            let taken = drain::run(
+                &conn,
                 &keys,
                 args.limit,
                 args.json,
@@ -129,28 +128,25 @@ async fn dispatch(cli: Cli) -> Result<(), Error> {
                 &drain::stdout_would_block,
             )
             .await?;
-            let held = match drained.held_by_others {
+            let held = match taken.held_by_others {
                 0 => String::new(),
                 n => format!(" ({n} of them held by other get-errors runs)"),
             };
             say(&format!(
                 "took {} errors; {} remain{held}",
-                drained.taken, drained.remaining
+                taken.taken, taken.remaining
             ));
             Ok(())
         }
-        Command::Status(args) => {
-            let redis = connection::connect(
-                &redis_settings,
-                &format!("{}:status", keys.namespace()),
-                FAIL_FAST,
-            )
-            .await?;
+        CommandSettings::Status(args) => {
+            let conn =
+                connection::connect(&redis, &format!("{}:status", keys.namespace()), FAIL_FAST)
+                    .await?;
             let shutdown = CancellationToken::new();
             if args.watch {
                 stop_on_signals(shutdown.clone(), "stopping");
             }
-            status::show(&redis, &keys, args.json, args.watch, &shutdown).await
+            status::show(&conn, &keys, args.json, args.watch, &shutdown).await
         }
     }
 }

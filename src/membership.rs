@@ -5,8 +5,8 @@
 //! (paused, cut off) may already have had its messages taken back, so it never
 //! resumes under the old id: it registers again under a new one.
 
+use crate::copy::{client_name, new_copy_id, CopyState};
 use crate::janitor;
-use crate::node::{client_name, new_copy_id, Node};
 use crate::scripts::{self, BeatKind};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,17 +23,17 @@ const JANITOR_CHECK_EVERY: u64 = 10;
 pub const JANITOR_PERIOD: Duration = Duration::from_secs(1);
 
 /// The description `status` shows for this copy.
-fn description(node: &Node) -> String {
-    let (last_error, last_error_at_ms) = node.last_error.get().unzip();
+fn description(copy: &CopyState) -> String {
+    let (last_error, last_error_at_ms) = copy.last_error.get().unzip();
     serde_json::json!({
-        "id": &*node.id(),
-        "name": node.settings.name,
-        "host": node.host,
-        "pid": node.pid,
-        "role": node.role().as_str(),
-        "concurrency": node.settings.concurrency,
-        "processed": node.processed(),
-        "started_at_ms": node.started_at_ms,
+        "id": &*copy.id(),
+        "name": copy.settings.name,
+        "host": copy.host,
+        "pid": copy.pid,
+        "role": copy.role().as_str(),
+        "concurrency": copy.settings.concurrency,
+        "processed": copy.processed(),
+        "started_at_ms": copy.started_at_ms,
         "beat_at_ms": crate::message::now_ms(),
         "last_error": last_error,
         "last_error_at_ms": last_error_at_ms,
@@ -41,13 +41,13 @@ fn description(node: &Node) -> String {
     .to_string()
 }
 
-async fn beat_once(node: &Node, kind: BeatKind) -> redis::RedisResult<scripts::Beat> {
+async fn beat_once(copy: &CopyState, kind: BeatKind) -> redis::RedisResult<scripts::Beat> {
     scripts::heartbeat(
-        &node.redis,
-        &node.keys,
-        &node.id(),
+        &copy.redis,
+        &copy.keys,
+        &copy.id(),
         HEARTBEAT_TTL.as_millis() as u64,
-        &description(node),
+        &description(copy),
         JANITOR_PERIOD.as_millis() as u64,
         kind,
     )
@@ -55,11 +55,11 @@ async fn beat_once(node: &Node, kind: BeatKind) -> redis::RedisResult<scripts::B
 }
 
 /// Registers the copy's current id, retrying until it succeeds; false on shutdown.
-pub async fn register(node: &Node, shutdown: &CancellationToken) -> bool {
+pub async fn register(copy: &CopyState, shutdown: &CancellationToken) -> bool {
     loop {
-        match beat_once(node, BeatKind::Register).await {
+        match beat_once(copy, BeatKind::Register).await {
             Ok(_) => return true,
-            Err(e) => node.last_error.report("registration", &e),
+            Err(e) => copy.last_error.report("registration", &e),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return false,
@@ -69,7 +69,7 @@ pub async fn register(node: &Node, shutdown: &CancellationToken) -> bool {
 }
 
 /// Beats every [`BEAT`] until `stop`.
-pub async fn beat(node: Arc<Node>, stop: CancellationToken) {
+pub async fn beat(copy: Arc<CopyState>, stop: CancellationToken) {
     let mut ticker = tokio::time::interval(BEAT);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut beats = 0u64;
@@ -78,7 +78,7 @@ pub async fn beat(node: Arc<Node>, stop: CancellationToken) {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = ticker.tick() => {}
-            _ = node.beat_now.notified() => {}
+            _ = copy.beat_now.notified() => {}
         }
         beats += 1;
         let kind = if beats.is_multiple_of(JANITOR_CHECK_EVERY) {
@@ -86,8 +86,8 @@ pub async fn beat(node: Arc<Node>, stop: CancellationToken) {
         } else {
             BeatKind::Beat
         };
-        match beat_once(&node, kind).await {
-            Ok(beat) if !beat.alive => rejoin(&node).await,
+        match beat_once(&copy, kind).await {
+            Ok(beat) if !beat.alive => rejoin(&copy).await,
             Ok(beat) => {
                 if kind == BeatKind::BeatAndCheckJanitor {
                     orphaned_seen = if beat.janitor_orphaned {
@@ -97,66 +97,66 @@ pub async fn beat(node: Arc<Node>, stop: CancellationToken) {
                     };
                     // Twice in a row: not the lock of a copy that just left.
                     if orphaned_seen >= 2 {
-                        node.last_error.problem(
+                        copy.last_error.problem(
                             "the janitor lock is held by no copy",
-                            &format!("{} (set by another program?); every copy runs the janitor until it expires or is deleted", node.keys.janitor_lock()),
+                            &format!("{} (set by another program?); every copy runs the janitor until it expires or is deleted", copy.keys.janitor_lock()),
                         );
                     }
                 }
                 if let Some(problem) = &beat.problem {
-                    node.last_error
+                    copy.last_error
                         .problem("a key of the namespace is of the wrong type", problem);
                 }
                 if beat.janitor_turn {
-                    let node = node.clone();
+                    let copy = copy.clone();
                     tokio::spawn(async move {
                         janitor::pass(
-                            &node.redis,
-                            &node.keys,
-                            node.settings.max_deliveries,
-                            &node.last_error,
+                            &copy.redis,
+                            &copy.keys,
+                            copy.settings.max_deliveries,
+                            &copy.last_error,
                         )
                         .await
                     });
                 }
                 if let Some(len) = beat.processing_len {
-                    node.set_processing_len(len);
+                    copy.set_processing_len(len);
                 }
                 if beat.queue_len.is_some_and(|n| n > 0) {
-                    node.signals.wake.notify_one();
+                    copy.signals.wake.notify_one();
                 }
             }
-            Err(e) => node.last_error.report("heartbeat", &e),
+            Err(e) => copy.last_error.report("heartbeat", &e),
         }
     }
 }
 
 /// Registers again under a new id after the old heartbeat expired.
-async fn rejoin(node: &Node) {
-    let old = node.id();
-    let new = new_copy_id(&node.settings.name);
-    node.set_id(new.clone());
-    match beat_once(node, BeatKind::Register).await {
+async fn rejoin(copy: &CopyState) {
+    let old = copy.id();
+    let new = new_copy_id(&copy.settings.name);
+    copy.set_id(new.clone());
+    match beat_once(copy, BeatKind::Register).await {
         Ok(_) => {
             warn!(old = %old, new = %new, "heartbeat had expired (paused or cut off); re-registered under a new id");
-            let _ = node
+            let _ = copy
                 .redis
-                .set_client_name(&client_name(node.keys.namespace(), &new))
+                .set_client_name(&client_name(copy.keys.namespace(), &new))
                 .await;
         }
-        Err(e) => node.last_error.report("re-registration", &e),
+        Err(e) => copy.last_error.report("re-registration", &e),
     }
     // Whatever was in hand under the old id is the janitor's now.
-    node.signals.wake.notify_one();
+    copy.signals.wake.notify_one();
 }
 
 /// Leaves the cluster: ends the heartbeat and gives back whatever is still
 /// held, exactly as the janitor would for a dead copy.
-pub async fn deregister(node: &Node) {
-    let id = node.id();
-    let mut conn = node.redis.conn();
+pub async fn deregister(copy: &CopyState) {
+    let id = copy.id();
+    let mut conn = copy.redis.conn();
     let deleted: redis::RedisResult<i64> = redis::cmd("DEL")
-        .arg(node.keys.heartbeat(&id))
+        .arg(copy.keys.heartbeat(&id))
         .query_async(&mut conn)
         .await;
     if let Err(e) = deleted {
@@ -164,10 +164,10 @@ pub async fn deregister(node: &Node) {
         return;
     }
     match scripts::reclaim(
-        &node.redis,
-        &node.keys,
+        &copy.redis,
+        &copy.keys,
         &id,
-        node.settings.max_deliveries,
+        copy.settings.max_deliveries,
         false,
     )
     .await

@@ -10,9 +10,9 @@
 //! are ready at the same moment share one ack call.
 
 use crate::backoff::Backoff;
+use crate::copy::{CopyState, Role};
 use crate::escape::for_terminal;
 use crate::message::{now_ms, ErrorRecord, Message};
-use crate::node::{Node, Role};
 use crate::scripts::{self, Claim, Outcome};
 use crate::sync::Locked;
 use rand::RngExt;
@@ -78,7 +78,7 @@ impl InHand {
 
 /// The processor's shared parts, for the task that works on each item.
 struct Work {
-    node: Arc<Node>,
+    copy: Arc<CopyState>,
     tasks: TaskTracker,
     in_hand: Arc<InHand>,
     slot_freed: Arc<Notify>,
@@ -123,7 +123,7 @@ const ACK_BATCH_BYTES: usize = 256 * 1024;
 /// result (an item Redis cannot take, a key of the wrong type that only its
 /// outcome needs) can hold back the commits of the rest. Ends when every
 /// sender is gone and nothing is left to commit.
-async fn commit_results(node: Arc<Node>, mut acks: mpsc::UnboundedReceiver<Ack>) {
+async fn commit_results(copy: Arc<CopyState>, mut acks: mpsc::UnboundedReceiver<Ack>) {
     let mut waiting: VecDeque<Ack> = VecDeque::new();
     let mut open = true;
     loop {
@@ -157,7 +157,7 @@ async fn commit_results(node: Arc<Node>, mut acks: mpsc::UnboundedReceiver<Ack>)
         if batch.is_empty() {
             continue;
         }
-        waiting.extend(commit(&node, batch).await);
+        waiting.extend(commit(&copy, batch).await);
     }
 }
 
@@ -189,12 +189,12 @@ fn take_due(waiting: &mut VecDeque<Ack>, now: Instant) -> Vec<Ack> {
 }
 
 /// One ack call; the results it could not commit (none, or all of them).
-async fn commit(node: &Node, batch: Vec<Ack>) -> Vec<Ack> {
+async fn commit(copy: &CopyState, batch: Vec<Ack>) -> Vec<Ack> {
     let results: Vec<(Vec<u8>, Outcome)> = batch
         .iter()
         .map(|a| (a.item.clone(), a.outcome.clone()))
         .collect();
-    match scripts::ack(&node.redis, &node.keys, &batch[0].claimed_as, &results).await {
+    match scripts::ack(&copy.redis, &copy.keys, &batch[0].claimed_as, &results).await {
         Ok(answers) => {
             for (ack, committed) in batch.into_iter().zip(answers) {
                 let _ = ack.answer.send(committed);
@@ -202,7 +202,7 @@ async fn commit(node: &Node, batch: Vec<Ack>) -> Vec<Ack> {
             Vec::new()
         }
         Err(e) => {
-            node.last_error
+            copy.last_error
                 .report("committing results (they are kept and retried)", &e);
             let split = batch.len() > 1 && !crate::error::is_connection_error(&e);
             let mut batch = batch;
@@ -223,15 +223,15 @@ impl Work {
     /// Works on `item`, claimed under `id`, in a task of its own.
     fn spawn(&self, id: &Arc<str>, item: Vec<u8>, permit: Option<OwnedSemaphorePermit>) {
         self.in_hand.add(&item);
-        let (node, id, in_hand, slot_freed) = (
-            self.node.clone(),
+        let (copy, id, in_hand, slot_freed) = (
+            self.copy.clone(),
             id.clone(),
             self.in_hand.clone(),
             self.slot_freed.clone(),
         );
         let acks = self.acks.clone();
         self.tasks.spawn(async move {
-            process(&node, &id, &item, &acks).await;
+            process(&copy, &id, &item, &acks).await;
             in_hand.remove(&item);
             drop(permit);
             slot_freed.notify_one();
@@ -240,9 +240,9 @@ impl Work {
 
     /// Takes up the orphans in `id`'s processing list.
     async fn adopt_orphans(&self, id: &Arc<str>) -> redis::RedisResult<()> {
-        let redis = &self.node.redis;
+        let redis = &self.copy.redis;
         let listed: Vec<Vec<u8>> = redis::cmd("LRANGE")
-            .arg(self.node.keys.processing(id))
+            .arg(self.copy.keys.processing(id))
             .arg(0)
             .arg(-1)
             .query_async(&mut redis.conn())
@@ -263,24 +263,24 @@ impl Work {
 
 /// Claims and processes until shutdown, then waits up to the shutdown
 /// timeout for the messages in hand.
-pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(node.settings.concurrency));
+pub async fn run(copy: Arc<CopyState>, shutdown: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(copy.settings.concurrency));
     let (acks, pending) = mpsc::unbounded_channel();
-    tokio::spawn(commit_results(node.clone(), pending));
+    tokio::spawn(commit_results(copy.clone(), pending));
     let work = Work {
-        node: node.clone(),
+        copy: copy.clone(),
         tasks: TaskTracker::new(),
         in_hand: Arc::default(),
         slot_freed: Arc::new(Notify::new()),
         acks,
     };
     // Requests that failed and may have taken effect, as of the last look.
-    let mut failures_seen = node.redis.failures();
+    let mut failures_seen = copy.redis.failures();
     let mut next_look = Instant::now() + RECONCILE_EVERY;
     let mut look_again = tokio::time::interval(Duration::from_secs(1));
     look_again.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut role = node.watch_role();
-    let mut id_changes = node.watch_id();
+    let mut role = copy.watch_role();
+    let mut id_changes = copy.watch_id();
     // The last claim filled every slot and left messages queued.
     let mut more = false;
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
@@ -299,14 +299,14 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
         // saw more in the processing list than is in hand: a claim that
         // reached Redis after its request had timed out leaves messages
         // there that nobody else will ever take back while this copy lives.
-        let failures = node.redis.failures();
+        let failures = copy.redis.failures();
         let now = Instant::now();
         let suspect = failures != failures_seen
-            || (now >= next_look && node.processing_len() > work.in_hand.len());
+            || (now >= next_look && copy.processing_len() > work.in_hand.len());
         if now >= next_look {
             next_look = now + RECONCILE_EVERY;
         }
-        if suspect && work.adopt_orphans(&node.id()).await.is_ok() {
+        if suspect && work.adopt_orphans(&copy.id()).await.is_ok() {
             failures_seen = failures;
         }
         if !more {
@@ -315,7 +315,7 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
                 _ = role.changed() => continue,
                 // Once a second, back to the top to look for orphans.
                 _ = look_again.tick() => continue,
-                _ = node.signals.wake.notified() => {}
+                _ = copy.signals.wake.notified() => {}
             }
         }
         let permits = free_slots(&slots);
@@ -326,13 +326,13 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
                 _ = work.slot_freed.notified() => continue,
             }
         }
-        let id = node.id();
+        let id = copy.id();
         let claimed = scripts::claim(
-            &node.redis,
-            &node.keys,
+            &copy.redis,
+            &copy.keys,
             &id,
             permits.len(),
-            node.settings.max_item_bytes,
+            copy.settings.max_item_bytes,
         )
         .await;
         match claimed {
@@ -346,7 +346,7 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
                 if oversized > 0 {
                     warn!(
                         count = oversized,
-                        max_item_bytes = node.settings.max_item_bytes,
+                        max_item_bytes = copy.settings.max_item_bytes,
                         "dead-lettered queue items over --max-item-bytes without taking them"
                     );
                 }
@@ -357,7 +357,7 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
             Ok(Claim::Expired) => {
                 // Our heartbeat is gone: the heartbeat task registers a new id.
                 more = true;
-                node.beat_now.notify_one();
+                copy.beat_now.notify_one();
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = id_changes.changed() => {}
@@ -365,7 +365,7 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
                 }
             }
             Err(e) => {
-                node.last_error.report("claim", &e);
+                copy.last_error.report("claim", &e);
                 more = true;
                 let wait = backoff.next_wait();
                 tokio::select! {
@@ -380,7 +380,7 @@ pub async fn run(node: Arc<Node>, shutdown: CancellationToken) {
     if !tasks.is_empty() {
         info!(in_hand = tasks.len(), "waiting for the messages in hand");
     }
-    if tokio::time::timeout(node.settings.shutdown_timeout, tasks.wait())
+    if tokio::time::timeout(copy.settings.shutdown_timeout, tasks.wait())
         .await
         .is_err()
     {
@@ -399,7 +399,7 @@ fn free_slots(slots: &Arc<Semaphore>) -> Vec<OwnedSemaphorePermit> {
 
 /// Works on one claimed item and hands the result to the committer.
 async fn process(
-    node: &Node,
+    copy: &CopyState,
     claimed_as: &Arc<str>,
     item: &[u8],
     acks: &mpsc::UnboundedSender<Ack>,
@@ -408,10 +408,10 @@ async fn process(
     let (outcome, seq) = match &message {
         Err(reason) => (Outcome::Dead(reason.clone()), None),
         Ok(message) => {
-            if !node.settings.work.is_zero() {
-                tokio::time::sleep(node.settings.work).await;
+            if !copy.settings.work.is_zero() {
+                tokio::time::sleep(copy.settings.work).await;
             }
-            if rand::rng().random_bool(node.settings.error_rate) {
+            if rand::rng().random_bool(copy.settings.error_rate) {
                 let record = ErrorRecord::new(message, claimed_as, now_ms());
                 (Outcome::Error(record.encode()), Some(message.seq))
             } else {
@@ -434,8 +434,8 @@ async fn process(
     }
     match committed.await {
         Ok(true) => {
-            node.count_processed();
-            log_result(node, &message, &outcome);
+            copy.count_processed();
+            log_result(copy, &message, &outcome);
         }
         Ok(false) => {
             // Either the janitor gave it back, or an earlier try of this
@@ -449,15 +449,15 @@ async fn process(
     }
 }
 
-fn log_result(node: &Node, message: &Result<Message, String>, outcome: &Outcome) {
+fn log_result(copy: &CopyState, message: &Result<Message, String>, outcome: &Outcome) {
     match (message, outcome) {
         (Err(reason), _) => {
             warn!(reason = %for_terminal(reason), "dead-lettered a queue item that is not a message")
         }
-        (Ok(m), Outcome::Error(_)) if node.chatty() => {
+        (Ok(m), Outcome::Error(_)) if copy.chatty() => {
             info!(seq = m.seq, text = %for_terminal(&m.text), "processed: error, stored")
         }
-        (Ok(m), _) if node.chatty() => {
+        (Ok(m), _) if copy.chatty() => {
             info!(seq = m.seq, text = %for_terminal(&m.text), "processed")
         }
         (Ok(m), _) => debug!(seq = m.seq, "processed"),

@@ -1,80 +1,155 @@
-//! Settings, layered CLI > environment > `--config` file > `config/default.toml`,
-//! and validated once, so that every later module can trust them.
+//! Settings, layered CLI > environment > `--config` file > the defaults of
+//! [`crate::options`], and checked once, so that every later module can
+//! trust them.
 //!
-//! clap has already merged the CLI with the environment; this module puts the
-//! result over the files and checks every value. Each failure is one line that
-//! names the option or the file and line, and means exit code 2.
+//! A config file is read as more option values (its keys are the long
+//! option names), checked by the same rule as the command line. Each failure
+//! is one line that names the option and where its value came from, and
+//! means exit code 2.
 
-use crate::cli::{RedisArgs, StartArgs};
+use crate::options::{self, Kind, Opt, Section};
+use clap::parser::ValueSource;
+use clap::ArgMatches;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
-use serde::Deserialize;
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
-
-const DEFAULTS: &str = include_str!("../config/default.toml");
 
 /// A bad option, value or config file: the one line to print before exit 2.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct SettingsError(pub String);
 
-fn invalid(option: &str, value: impl std::fmt::Display, why: &str) -> SettingsError {
-    SettingsError(format!("invalid value '{value}' for '--{option}': {why}"))
+/// Checks one value of `opt` against its kind; the reason when it fails. A
+/// secret is never repeated in the reason.
+pub fn check(opt: &Opt, value: &str) -> Result<(), String> {
+    let shown = || crate::escape::for_terminal(value).into_owned();
+    let out_of_range = || {
+        format!(
+            "invalid value '{}' for '--{}': must be {}",
+            shown(),
+            opt.name,
+            opt.range().unwrap_or_default()
+        )
+    };
+    match opt.kind {
+        Kind::Int { min, max } => match value.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(()),
+            _ => Err(out_of_range()),
+        },
+        Kind::Ratio => match value.parse::<f64>() {
+            Ok(p) if (0.0..=1.0).contains(&p) => Ok(()),
+            _ => Err(out_of_range()),
+        },
+        Kind::Choice(words) if words.contains(&value) => Ok(()),
+        Kind::Choice(words) => Err(format!(
+            "invalid value '{}' for '--{}': valid: {}",
+            shown(),
+            opt.name,
+            words.join(", ")
+        )),
+        Kind::Word { max } => {
+            if value.is_empty() || value.chars().count() > max {
+                Err(out_of_range())
+            } else if value
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '{' || c == '}')
+            {
+                Err(format!(
+                    "invalid value '{}' for '--{}': must not contain spaces, control characters or braces",
+                    shown(),
+                    opt.name
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        Kind::Host => {
+            if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                Err(format!(
+                    "invalid value '{}' for '--{}': must be a host name or address",
+                    shown(),
+                    opt.name
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        Kind::Secret | Kind::Flag => Ok(()),
+    }
 }
 
-/// The shape of a config file; keys are the long option names.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Option values from one config file, keyed by option name.
+#[derive(Debug, Default)]
 pub struct FileConfig {
-    #[serde(default)]
-    redis: FileRedis,
-    #[serde(default)]
-    start: FileStart,
+    values: HashMap<&'static str, String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileRedis {
-    host: Option<String>,
-    port: Option<u16>,
-    pass: Option<String>,
-    db: Option<i64>,
-    user: Option<String>,
-    url: Option<String>,
-    namespace: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct FileStart {
-    concurrency: Option<usize>,
-    generator: Option<String>,
-    interval_ms: Option<u64>,
-    error_rate: Option<f64>,
-    work_ms: Option<u64>,
-    lease_ms: Option<u64>,
-    role: Option<String>,
-    name: Option<String>,
-    max_deliveries: Option<u32>,
-    shutdown_timeout_ms: Option<u64>,
-    max_item_bytes: Option<u64>,
+/// The 1-based line of byte `at` in `text`.
+fn line_at(text: &str, at: usize) -> usize {
+    text[..at.min(text.len())].matches('\n').count() + 1
 }
 
 impl FileConfig {
-    /// Parses a config file's text; `origin` names it in errors.
+    /// Parses and checks a config file's text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, SettingsError> {
-        toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-            let message = e.message().replace('\n', " ");
-            match line {
-                Some(line) => {
-                    SettingsError(format!("config file {origin}, line {line}: {message}"))
-                }
-                None => SettingsError(format!("config file {origin}: {message}")),
+        let fail = |line: Option<usize>, message: String| {
+            let message = message.replace('\n', " ");
+            SettingsError(match line {
+                Some(line) => format!("config file {origin}, line {line}: {message}"),
+                None => format!("config file {origin}: {message}"),
+            })
+        };
+        let document = toml::de::DeTable::parse(text).map_err(|e| {
+            fail(
+                e.span().map(|s| line_at(text, s.start)),
+                e.message().to_string(),
+            )
+        })?;
+        let mut values = HashMap::new();
+        for (table, body) in document.get_ref() {
+            let line = line_at(text, table.span().start);
+            let section = [Section::Redis, Section::Start]
+                .into_iter()
+                .find(|s| s.file_table() == Some(table.get_ref().as_ref()));
+            let (Some(section), toml::de::DeValue::Table(body)) = (section, body.get_ref()) else {
+                return Err(fail(
+                    Some(line),
+                    format!(
+                        "unknown table '{}': a config file has a [redis] and a [start] table",
+                        crate::escape::for_terminal(table.get_ref())
+                    ),
+                ));
+            };
+            for (key, value) in body {
+                let line = line_at(text, key.span().start);
+                let name = key.get_ref().as_ref();
+                let Some(opt) = options::of(section).find(|o| o.name == name) else {
+                    return Err(fail(
+                        Some(line),
+                        format!(
+                            "unknown key '{}' in [{}]",
+                            crate::escape::for_terminal(name),
+                            table.get_ref()
+                        ),
+                    ));
+                };
+                let text = match value.get_ref() {
+                    toml::de::DeValue::String(s) => s.to_string(),
+                    toml::de::DeValue::Integer(i) if i.radix() == 10 => i.as_str().replace('_', ""),
+                    toml::de::DeValue::Float(f) => f.as_str().replace('_', ""),
+                    _ => {
+                        return Err(fail(
+                            Some(line),
+                            format!("'{name}' takes one value, written in decimal or as a string"),
+                        ))
+                    }
+                };
+                check(opt, &text).map_err(|why| fail(Some(line), why))?;
+                values.insert(opt.name, text);
             }
-        })
+        }
+        Ok(Self { values })
     }
 
     /// Reads and parses the file at `path`.
@@ -86,9 +161,72 @@ impl FileConfig {
             .map_err(|_| SettingsError(format!("config file {origin} is not UTF-8 text")))?;
         Self::parse(&text, &origin)
     }
+}
 
-    fn defaults() -> Self {
-        Self::parse(DEFAULTS, "config/default.toml").unwrap_or_default()
+/// The checked value of every option of one command, after layering.
+#[derive(Debug, Default)]
+struct Values(HashMap<&'static str, String>);
+
+impl Values {
+    /// Command line and environment (clap's `matches`) over `file` over the
+    /// table's defaults.
+    fn layer(
+        section: Section,
+        matches: &ArgMatches,
+        file: &FileConfig,
+    ) -> Result<Self, SettingsError> {
+        let mut values = HashMap::new();
+        for opt in options::of(section) {
+            let given = matches!(
+                matches.value_source(opt.name),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            );
+            let value = if opt.kind == Kind::Flag {
+                given.then(|| "true".to_string())
+            } else if given {
+                let value = matches
+                    .get_one::<String>(opt.name)
+                    .cloned()
+                    .unwrap_or_default();
+                check(opt, &value).map_err(|why| {
+                    let from_env = matches.value_source(opt.name) == Some(ValueSource::EnvVariable);
+                    match opt.env {
+                        Some(var) if from_env => SettingsError(format!("{why} (from {var})")),
+                        _ => SettingsError(why),
+                    }
+                })?;
+                Some(value)
+            } else {
+                file.values
+                    .get(opt.name)
+                    .cloned()
+                    .or(opt.default.map(str::to_string))
+            };
+            if let Some(value) = value {
+                values.insert(opt.name, value);
+            }
+        }
+        Ok(Self(values))
+    }
+
+    fn text(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+
+    /// A checked number; every number option has a default, so it is there.
+    fn int(&self, name: &str) -> u64 {
+        self.0
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_default()
+    }
+
+    fn ms(&self, name: &str) -> Duration {
+        Duration::from_millis(self.int(name))
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        self.0.contains_key(name)
     }
 }
 
@@ -117,6 +255,20 @@ impl std::fmt::Debug for RedisSettings {
 }
 
 impl RedisSettings {
+    fn from_values(v: &Values) -> Result<Self, SettingsError> {
+        let settings = Self {
+            host: v.text("host").unwrap_or_default(),
+            port: v.int("port") as u16,
+            password: v.text("pass"),
+            db: v.int("db") as i64,
+            user: v.text("user"),
+            url: v.text("url"),
+            namespace: v.text("namespace").unwrap_or_default(),
+        };
+        settings.connection_info()?;
+        Ok(settings)
+    }
+
     /// The connection parameters for redis-rs.
     pub fn connection_info(&self) -> Result<ConnectionInfo, SettingsError> {
         if let Some(url) = &self.url {
@@ -131,7 +283,12 @@ impl RedisSettings {
         }
         let info = ConnectionAddr::Tcp(self.host.clone(), self.port)
             .into_connection_info()
-            .map_err(|e| invalid("host", &self.host, &e.to_string()))?;
+            .map_err(|e| {
+                SettingsError(format!(
+                    "invalid value '{}' for '--host': {e}",
+                    crate::escape::for_terminal(&self.host)
+                ))
+            })?;
         Ok(info.set_redis_settings(redis))
     }
 
@@ -147,12 +304,6 @@ impl RedisSettings {
 
 fn parse_url(url: &str) -> Result<ConnectionInfo, SettingsError> {
     // The URL may hold a password: errors name the option, never the value.
-    if url.starts_with("rediss://") {
-        return Err(SettingsError(
-            "invalid value for '--url': rediss:// (TLS) is not supported by this build; use redis://"
-                .to_string(),
-        ));
-    }
     if !url.starts_with("redis://") {
         return Err(SettingsError(
             "invalid value for '--url': it must start with redis://".to_string(),
@@ -185,191 +336,111 @@ pub struct StartSettings {
     pub max_item_bytes: u64,
 }
 
-/// Loads the files named on the command line over the built-in defaults.
-pub fn files(config: Option<&Path>) -> Result<(FileConfig, FileConfig), SettingsError> {
-    let user = match config {
-        Some(path) => FileConfig::load(path)?,
-        None => FileConfig::default(),
-    };
-    Ok((user, FileConfig::defaults()))
-}
-
-fn pick<T>(cli: Option<T>, file: Option<T>, default: Option<T>) -> Option<T> {
-    cli.or(file).or(default)
-}
-
-fn text_option(option: &str, value: String, max_len: usize) -> Result<String, SettingsError> {
-    if value.is_empty() || value.chars().count() > max_len {
-        return Err(invalid(
-            option,
-            crate::escape::for_terminal(&value),
-            &format!("must be 1 to {max_len} characters"),
-        ));
-    }
-    if value
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || c == '{' || c == '}')
-    {
-        return Err(invalid(
-            option,
-            crate::escape::for_terminal(&value),
-            "must not contain spaces, control characters or braces",
-        ));
-    }
-    Ok(value)
-}
-
-/// The Redis settings from the CLI/environment over the two files.
-pub fn redis(
-    cli: &RedisArgs,
-    user: &FileConfig,
-    defaults: &FileConfig,
-) -> Result<RedisSettings, SettingsError> {
-    let (u, d) = (&user.redis, &defaults.redis);
-    let host = pick(cli.host.clone(), u.host.clone(), d.host.clone()).unwrap_or_default();
-    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid(
-            "host",
-            crate::escape::for_terminal(&host),
-            "must be a host name or address",
-        ));
-    }
-    let port = pick(cli.port, u.port, d.port).unwrap_or(6379);
-    if port == 0 {
-        return Err(invalid("port", port, "must be 1 to 65535"));
-    }
-    let db = pick(cli.db, u.db, d.db).unwrap_or(0);
-    if db < 0 {
-        return Err(invalid("db", db, "must be 0 or more"));
-    }
-    let namespace = text_option(
-        "namespace",
-        pick(
-            cli.namespace.clone(),
-            u.namespace.clone(),
-            d.namespace.clone(),
-        )
-        .unwrap_or_default(),
-        64,
-    )?;
-    let settings = RedisSettings {
-        host,
-        port,
-        password: pick(cli.password.clone(), u.pass.clone(), d.pass.clone()),
-        db,
-        user: pick(cli.user.clone(), u.user.clone(), d.user.clone()),
-        url: pick(cli.url.clone(), u.url.clone(), d.url.clone()),
-        namespace,
-    };
-    settings.connection_info()?;
-    Ok(settings)
-}
-
-/// The settings of `app start` from the CLI over the two files.
-pub fn start(
-    cli: &StartArgs,
-    user: &FileConfig,
-    defaults: &FileConfig,
-) -> Result<StartSettings, SettingsError> {
-    let (u, d) = (&user.start, &defaults.start);
-
-    let concurrency = pick(cli.concurrency, u.concurrency, d.concurrency).unwrap_or(1);
-    if !(1..=100_000).contains(&concurrency) {
-        return Err(invalid("concurrency", concurrency, "must be 1 to 100000"));
-    }
-    let generator = pick(
-        cli.generator.clone(),
-        u.generator.clone(),
-        d.generator.clone(),
-    )
-    .unwrap_or_default();
-    if !generators::NAMES.contains(&generator.as_str()) {
-        return Err(invalid(
-            "generator",
-            crate::escape::for_terminal(&generator),
-            &format!("valid: {}", generators::NAMES.join(", ")),
-        ));
-    }
-    let interval_ms = pick(cli.interval_ms, u.interval_ms, d.interval_ms).unwrap_or(500);
-    if interval_ms > 86_400_000 {
-        return Err(invalid("interval-ms", interval_ms, "must be 0 to 86400000"));
-    }
-    let error_rate = pick(cli.error_rate, u.error_rate, d.error_rate).unwrap_or(0.05);
-    if !(0.0..=1.0).contains(&error_rate) {
-        return Err(invalid("error-rate", error_rate, "must be between 0 and 1"));
-    }
-    let work_ms = pick(cli.work_ms, u.work_ms, d.work_ms).unwrap_or(0);
-    if work_ms > 3_600_000 {
-        return Err(invalid("work-ms", work_ms, "must be 0 to 3600000"));
-    }
-    let lease_ms = pick(cli.lease_ms, u.lease_ms, d.lease_ms).unwrap_or(1000);
-    // Renewal runs every third of the lease; below 150 ms a renewal round
-    // trip would eat most of the margin.
-    if !(150..=600_000).contains(&lease_ms) {
-        return Err(invalid(
-            "lease-ms",
-            lease_ms,
-            "must be 150 to 600000 (renewed every third of it)",
-        ));
-    }
-    let role = match pick(cli.role.clone(), u.role.clone(), d.role.clone()).as_deref() {
-        Some("auto") | None => RoleChoice::Auto,
-        Some("processor") => RoleChoice::Processor,
-        Some(other) => {
-            return Err(invalid(
-                "role",
-                crate::escape::for_terminal(other),
-                "valid: auto, processor",
-            ))
+impl StartSettings {
+    fn from_values(v: &Values) -> Self {
+        Self {
+            concurrency: v.int("concurrency") as usize,
+            generator: v.text("generator").unwrap_or_default(),
+            interval: v.ms("interval-ms"),
+            error_rate: v
+                .text("error-rate")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_default(),
+            work: v.ms("work-ms"),
+            lease: v.ms("lease-ms"),
+            role: match v.text("role").as_deref() {
+                Some("processor") => RoleChoice::Processor,
+                _ => RoleChoice::Auto,
+            },
+            name: v.text("name").unwrap_or_else(host_name),
+            max_deliveries: v.int("max-deliveries") as u32,
+            shutdown_timeout: v.ms("shutdown-timeout-ms"),
+            max_item_bytes: v.int("max-item-bytes"),
         }
-    };
-    let name = match pick(cli.name.clone(), u.name.clone(), d.name.clone()) {
-        Some(name) => text_option("name", name, 64)?,
-        None => host_name(),
-    };
-    let max_deliveries = pick(cli.max_deliveries, u.max_deliveries, d.max_deliveries).unwrap_or(5);
-    if !(1..=1000).contains(&max_deliveries) {
-        return Err(invalid(
-            "max-deliveries",
-            max_deliveries,
-            "must be 1 to 1000",
-        ));
     }
-    let shutdown_timeout_ms = pick(
-        cli.shutdown_timeout_ms,
-        u.shutdown_timeout_ms,
-        d.shutdown_timeout_ms,
-    )
-    .unwrap_or(10_000);
-    if shutdown_timeout_ms > 3_600_000 {
-        return Err(invalid(
-            "shutdown-timeout-ms",
-            shutdown_timeout_ms,
-            "must be 0 to 3600000",
-        ));
+}
+
+/// What `app get-errors` was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GetErrorsSettings {
+    pub limit: Option<u64>,
+    pub json: bool,
+}
+
+/// What `app status` was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusSettings {
+    pub json: bool,
+    pub watch: bool,
+}
+
+/// The command to run, with its settings.
+#[derive(Debug, Clone)]
+pub enum CommandSettings {
+    Start(StartSettings),
+    GetErrors(GetErrorsSettings),
+    Status(StatusSettings),
+}
+
+/// Everything one run of `app` needs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub redis: RedisSettings,
+    pub command: CommandSettings,
+}
+
+impl Settings {
+    /// The settings from clap's matches of [`crate::cli::command`], over the
+    /// `--config` file they name, over the defaults.
+    pub fn from_matches(matches: &ArgMatches) -> Result<Self, SettingsError> {
+        let Some((command, matches)) = matches.subcommand() else {
+            return Err(SettingsError(
+                "a command is required (see --help)".to_string(),
+            ));
+        };
+        let file = match matches.get_one::<String>("config") {
+            Some(path) => FileConfig::load(Path::new(path))?,
+            None => FileConfig::default(),
+        };
+        let redis = RedisSettings::from_values(&Values::layer(Section::Redis, matches, &file)?)?;
+        let command = match command {
+            "start" => CommandSettings::Start(StartSettings::from_values(&Values::layer(
+                Section::Start,
+                matches,
+                &file,
+            )?)),
+            "get-errors" => {
+                let v = Values::layer(Section::GetErrors, matches, &file)?;
+                CommandSettings::GetErrors(GetErrorsSettings {
+                    limit: v.text("limit").and_then(|n| n.parse().ok()),
+                    json: v.flag("json"),
+                })
+            }
+            _ => {
+                let v = Values::layer(Section::Status, matches, &file)?;
+                CommandSettings::Status(StatusSettings {
+                    json: v.flag("json"),
+                    watch: v.flag("watch"),
+                })
+            }
+        };
+        Ok(Self { redis, command })
     }
-    let max_item_bytes =
-        pick(cli.max_item_bytes, u.max_item_bytes, d.max_item_bytes).unwrap_or(1_048_576);
-    if !(1024..=536_870_912).contains(&max_item_bytes) {
-        return Err(invalid(
-            "max-item-bytes",
-            max_item_bytes,
-            "must be 1024 to 536870912",
-        ));
+
+    /// The settings of a command line (without the program name), as `app`
+    /// would take it; for tests and embedding. The environment is read too.
+    pub fn from_args<I, S>(args: I) -> Result<Self, SettingsError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<std::ffi::OsString> + Clone,
+    {
+        let args = std::iter::once(std::ffi::OsString::from("app"))
+            .chain(args.into_iter().map(Into::into));
+        let matches = crate::cli::command()
+            .try_get_matches_from(args)
+            .map_err(|e| SettingsError(crate::cli::first_line(&e)))?;
+        Self::from_matches(&matches)
     }
-    Ok(StartSettings {
-        concurrency,
-        generator,
-        interval: Duration::from_millis(interval_ms),
-        error_rate,
-        work: Duration::from_millis(work_ms),
-        lease: Duration::from_millis(lease_ms),
-        role,
-        name,
-        max_deliveries,
-        shutdown_timeout: Duration::from_millis(shutdown_timeout_ms),
-        max_item_bytes,
-    })
 }
 
 /// This machine's host name, made safe for ids and keys.
@@ -395,55 +466,64 @@ pub fn host_name() -> String {
 mod tests {
     use super::*;
 
+    fn start(args: &[&str]) -> StartSettings {
+        match Settings::from_args(args).expect("settings").command {
+            CommandSettings::Start(start) => start,
+            other => panic!("not start: {other:?}"),
+        }
+    }
+
     #[test]
-    fn the_built_in_defaults_parse_and_match_the_documented_ones() {
-        let defaults = FileConfig::parse(DEFAULTS, "default.toml").unwrap();
-        let start = start(&StartArgs::default(), &FileConfig::default(), &defaults).unwrap();
-        assert_eq!(start.concurrency, 1);
-        assert_eq!(start.interval, Duration::from_millis(500));
-        assert_eq!(start.error_rate, 0.05);
-        assert_eq!(start.lease, Duration::from_millis(1000));
-        assert_eq!(start.max_deliveries, 5);
-        let redis = redis(&RedisArgs::default(), &FileConfig::default(), &defaults).unwrap();
-        assert_eq!(redis.address(), "localhost:6379");
+    fn the_defaults_are_the_documented_ones() {
+        let s = start(&["start"]);
+        assert_eq!(s.concurrency, 1);
+        assert_eq!(s.interval, Duration::from_millis(500));
+        assert_eq!(s.error_rate, 0.05);
+        assert_eq!(s.lease, Duration::from_millis(1000));
+        assert_eq!(s.max_deliveries, 5);
+        assert_eq!(s.max_item_bytes, 1_048_576);
+        assert_eq!(s.role, RoleChoice::Auto);
+        let redis = Settings::from_args(["--host", "localhost", "status"])
+            .expect("status")
+            .redis;
         assert_eq!(redis.namespace, "app");
     }
 
     #[test]
-    fn an_unknown_key_is_named_with_its_line() {
+    fn an_unknown_key_or_bad_value_is_named_with_its_line() {
         let err =
             FileConfig::parse("[start]\nconcurrency = 2\ncolour = 1\n", "x.toml").unwrap_err();
         assert!(err.0.contains("x.toml, line 3"), "{err}");
         assert!(err.0.contains("colour"), "{err}");
-        assert!(!err.0.contains('\n'));
+        let err = FileConfig::parse("[start]\n\nerror-rate = 7\n", "x.toml").unwrap_err();
+        assert!(
+            err.0.contains("line 3") && err.0.contains("'--error-rate'"),
+            "{err}"
+        );
+        let err = FileConfig::parse("[redis]\nport = [1]\n", "x.toml").unwrap_err();
+        assert!(err.0.contains("line 2") && !err.0.contains('\n'), "{err}");
+        let err = FileConfig::parse("[colours]\n", "x.toml").unwrap_err();
+        assert!(err.0.contains("colours"), "{err}");
     }
 
     #[test]
     fn cli_beats_file_beats_default() {
-        let defaults = FileConfig::defaults();
-        let file = FileConfig::parse("[start]\nconcurrency = 4\nwork-ms = 7\n", "f").unwrap();
-        let cli = StartArgs {
-            concurrency: Some(9),
-            ..Default::default()
-        };
-        let s = start(&cli, &file, &defaults).unwrap();
+        let dir = std::env::temp_dir().join(format!("redis-ql-settings-{}", std::process::id()));
+        std::fs::write(&dir, "[start]\nconcurrency = 4\nwork-ms = 7\n").expect("write");
+        let path = dir.display().to_string();
+        let s = start(&["--config", &path, "start", "--concurrency", "9"]);
+        let _ = std::fs::remove_file(&dir);
         assert_eq!((s.concurrency, s.work), (9, Duration::from_millis(7)));
     }
 
     #[test]
     fn a_password_in_a_url_is_never_shown() {
-        let cli = RedisArgs {
-            url: Some("redis://:s3cret@db.example:6380/2".into()),
-            ..Default::default()
-        };
-        let s = redis(&cli, &FileConfig::default(), &FileConfig::defaults()).unwrap();
+        let s = Settings::from_args(["--url", "redis://:s3cret@db.example:6380/2", "status"])
+            .expect("settings")
+            .redis;
         assert_eq!(s.address(), "db.example:6380");
         assert!(!format!("{s:?}").contains("s3cret"));
-        let bad = RedisArgs {
-            url: Some("http://:s3cret@x".into()),
-            ..Default::default()
-        };
-        let err = redis(&bad, &FileConfig::default(), &FileConfig::defaults()).unwrap_err();
+        let err = Settings::from_args(["--url", "http://:s3cret@x", "status"]).unwrap_err();
         assert!(!err.0.contains("s3cret"), "{err}");
     }
 }

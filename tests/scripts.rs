@@ -5,21 +5,22 @@ mod common;
 
 use common::RedisServer;
 use redis::AsyncCommands;
-use redis_ql::cli::RedisArgs;
 use redis_ql::connection::{self, Redis};
 use redis_ql::keys::Keys;
 use redis_ql::scripts::{self, Acquired, Claim, Enqueued, LastEnqueue, Outcome};
-use redis_ql::settings;
+use redis_ql::settings::{CommandSettings, Settings};
 use std::time::Duration;
 
 async fn connect(server: &RedisServer) -> (Redis, Keys) {
-    let args = RedisArgs {
-        host: Some("127.0.0.1".into()),
-        port: Some(server.port),
-        ..Default::default()
-    };
-    let (user, defaults) = settings::files(None).expect("defaults");
-    let redis_settings = settings::redis(&args, &user, &defaults).expect("settings");
+    let redis_settings = Settings::from_args([
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &server.port.to_string(),
+        "status",
+    ])
+    .expect("settings")
+    .redis;
     let redis = connection::connect(&redis_settings, "test", Duration::from_secs(2))
         .await
         .expect("connect");
@@ -71,7 +72,7 @@ async fn enqueue_as(redis: &Redis, keys: &Keys, holder: &str) -> Option<u64> {
     }
 }
 
-/// Copy "c" claims up to `count` messages; the items it now holds.
+/// CopyState "c" claims up to `count` messages; the items it now holds.
 async fn claim_as_c(redis: &Redis, keys: &Keys, count: usize) -> Vec<Vec<u8>> {
     match scripts::claim(redis, keys, "c", count, 1_048_576)
         .await
@@ -90,7 +91,7 @@ async fn ack_one(redis: &Redis, keys: &Keys, item: &[u8], outcome: Outcome) -> b
     answers == [true]
 }
 
-/// Copy "g" takes the lease (epoch 1) and enqueues seqs 1, 2, 3.
+/// CopyState "g" takes the lease (epoch 1) and enqueues seqs 1, 2, 3.
 async fn queue_three(redis: &Redis, keys: &Keys) {
     scripts::acquire_lease(redis, keys, "g", 10_000)
         .await
@@ -776,31 +777,31 @@ async fn an_enqueue_sooner_than_the_interval_by_redis_clock_writes_nothing() {
     );
 }
 
-/// A copy is a library call: `node::run` with a shutdown token, no signals,
+/// A copy is a library call: `copy::run` with a shutdown token, no signals,
 /// no process. Cancelled, it hands the lease over, deregisters and returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_run_in_process_stops_when_told_and_leaves_nothing_behind() {
     let server = RedisServer::start();
-    let args = RedisArgs {
-        host: Some("127.0.0.1".into()),
-        port: Some(server.port),
-        ..Default::default()
+    let settings = Settings::from_args([
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &server.port.to_string(),
+        "start",
+        "--interval-ms",
+        "50",
+        "--error-rate",
+        "1",
+        "--name",
+        "inproc",
+    ])
+    .expect("settings");
+    let CommandSettings::Start(start) = settings.command else {
+        panic!("start settings");
     };
-    let (user, defaults) = settings::files(None).expect("defaults");
-    let redis_settings = settings::redis(&args, &user, &defaults).expect("settings");
-    let start = settings::start(
-        &redis_ql::cli::StartArgs {
-            interval_ms: Some(50),
-            error_rate: Some(1.0),
-            name: Some("inproc".into()),
-            ..Default::default()
-        },
-        &user,
-        &defaults,
-    )
-    .expect("start settings");
+    let redis_settings = settings.redis;
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let copy = tokio::spawn(redis_ql::node::run(redis_settings, start, shutdown.clone()));
+    let copy = tokio::spawn(redis_ql::copy::run(redis_settings, start, shutdown.clone()));
     let (redis, keys) = connect(&server).await;
     let mut conn = redis.conn();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -40,13 +40,15 @@ impl Fixture {
 }
 
 async fn connect(port: u16) -> Redis {
-    let args = redis_ql::cli::RedisArgs {
-        host: Some("127.0.0.1".into()),
-        port: Some(port),
-        ..Default::default()
-    };
-    let (user, defaults) = redis_ql::settings::files(None).expect("defaults");
-    let settings = redis_ql::settings::redis(&args, &user, &defaults).expect("settings");
+    let settings = redis_ql::settings::Settings::from_args([
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "status",
+    ])
+    .expect("settings")
+    .redis;
     connection::connect(&settings, "model", Duration::from_secs(5))
         .await
         .expect("connect")

@@ -35,7 +35,7 @@ impl Role {
 }
 
 /// The state every task of a copy shares.
-pub struct Node {
+pub struct CopyState {
     pub redis: Redis,
     pub keys: Keys,
     pub settings: StartSettings,
@@ -56,7 +56,7 @@ pub struct Node {
     processing_len: AtomicU64,
 }
 
-impl Node {
+impl CopyState {
     pub fn new(redis: Redis, keys: Keys, settings: StartSettings, id: String) -> Self {
         Self {
             redis,
@@ -196,42 +196,42 @@ pub async fn run(
     }
     settings.max_item_bytes = fit_item_limit(&redis, settings.max_item_bytes).await;
     let keys = Keys::new(&redis_settings.namespace);
-    let node = Arc::new(Node::new(redis, keys, settings, id));
-    if !membership::register(&node, &shutdown).await {
+    let copy = Arc::new(CopyState::new(redis, keys, settings, id));
+    if !membership::register(&copy, &shutdown).await {
         return Ok(());
     }
     info!(
-        id = %node.id(),
-        role = if node.settings.role == RoleChoice::Auto { "auto" } else { "processor" },
-        concurrency = node.settings.concurrency,
-        redis = %node.redis.address(),
+        id = %copy.id(),
+        role = if copy.settings.role == RoleChoice::Auto { "auto" } else { "processor" },
+        concurrency = copy.settings.concurrency,
+        redis = %copy.redis.address(),
         namespace = %redis_settings.namespace,
         "copy started"
     );
 
-    let namer = node.clone();
+    let namer = copy.clone();
     let namespace = redis_settings.namespace.clone();
     tokio::spawn(connection::subscribe(
         redis_settings,
         timeout,
         move || client_name(&namespace, &namer.id()),
-        node.keys.wake_channel(),
-        node.keys.lease_channel(),
-        node.signals.clone(),
+        copy.keys.wake_channel(),
+        copy.keys.lease_channel(),
+        copy.signals.clone(),
         shutdown.clone(),
     ));
     // The heartbeat outlives `shutdown`: messages in hand are still being
     // acked under this copy's id, which must stay alive until they are.
     let stop_beating = CancellationToken::new();
-    let heartbeat = tokio::spawn(membership::beat(node.clone(), stop_beating.clone()));
-    let processing = tokio::spawn(processor::run(node.clone(), shutdown.clone()));
-    if node.settings.role == RoleChoice::Auto {
-        lease::campaign(node.clone(), shutdown.clone()).await;
+    let heartbeat = tokio::spawn(membership::beat(copy.clone(), stop_beating.clone()));
+    let processing = tokio::spawn(processor::run(copy.clone(), shutdown.clone()));
+    if copy.settings.role == RoleChoice::Auto {
+        lease::campaign(copy.clone(), shutdown.clone()).await;
     }
     let _ = processing.await;
     stop_beating.cancel();
     let _ = heartbeat.await;
-    membership::deregister(&node).await;
-    info!(id = %node.id(), processed = node.processed(), "copy stopped");
+    membership::deregister(&copy).await;
+    info!(id = %copy.id(), processed = copy.processed(), "copy stopped");
     Ok(())
 }
