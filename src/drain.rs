@@ -73,7 +73,7 @@ async fn renew(redis: Redis, keys: Keys, run_id: String, lock: Arc<Lock>, stop: 
         }
         let sent = Instant::now();
         let ttl = LOCK_TTL.as_millis() as u64;
-        if let Ok(true) = scripts::renew_drain_lock(&redis, &keys, &run_id, ttl).await {
+        if let Ok(Ok(_)) = scripts::renew_drain_lock(&redis, &keys, &run_id, ttl).await {
             lock.set_at(sent);
         }
     }

@@ -83,7 +83,7 @@ pub fn hint(err: &redis::RedisError) -> &'static str {
         Some("MISCONF") => "Redis cannot persist (disk full or unwritable?): see its log",
         Some("BUSY") => "Redis is busy running a long script",
         Some("LOADING") => "Redis is loading its dataset: wait",
-        _ if err.kind() == redis::ErrorKind::UnexpectedReturnType => {
+        _ if err.to_string().contains("unexpected script reply") => {
             "Redis answered in a shape redis-ql does not know: is this a Redis server of version 3.2 or later?"
         }
         _ if err.kind() == redis::ErrorKind::Parse => {

@@ -16,7 +16,7 @@ use crate::copy::CopyState;
 use crate::escape::for_terminal;
 use crate::lease::HeldLease;
 use crate::message::{now_ms, NewMessage};
-use crate::scripts::{self, Enqueued, LastEnqueue};
+use crate::scripts::{self, LastEnqueue, Refused};
 use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -180,12 +180,12 @@ async fn emit(
     )
     .await;
     match enqueued {
-        Ok(Enqueued::Accepted { first_seq }) if copy.chatty() => {
+        Ok(Ok(first_seq)) if copy.chatty() => {
             for (seq, text) in (first_seq..).zip(texts) {
                 info!(seq, epoch = lease.epoch, text = %for_terminal(text), "generated");
             }
         }
-        Ok(Enqueued::Accepted { first_seq }) => {
+        Ok(Ok(first_seq)) => {
             debug!(
                 first_seq,
                 count = texts.len(),
@@ -193,12 +193,12 @@ async fn emit(
                 "generated"
             )
         }
-        Ok(Enqueued::QueueFull) => return Emitted::QueueFull,
-        Ok(Enqueued::TooSoon) => {
+        Ok(Err(Refused::QueueFull)) => return Emitted::QueueFull,
+        Ok(Err(Refused::TooSoon)) => {
             debug!("skipped a tick: Redis ran the last one less than an interval ago");
             return Emitted::TooSoon;
         }
-        Ok(Enqueued::NotHolder) => {
+        Ok(Err(_)) => {
             warn!(
                 epoch = lease.epoch,
                 "enqueue refused: the lease is no longer ours"

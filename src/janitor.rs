@@ -13,7 +13,7 @@
 use crate::connection::Redis;
 use crate::error::LastError;
 use crate::keys::Keys;
-use crate::scripts;
+use crate::scripts::{self, Reclaim};
 use redis::RedisResult;
 use tracing::info;
 
@@ -74,7 +74,7 @@ async fn reclaim_dead_copies(redis: &Redis, keys: &Keys, max_deliveries: u32) ->
         .query_async(&mut redis.conn())
         .await?;
     for id in missing(redis, ids, |id| keys.heartbeat(id)).await? {
-        if let Some(r) = scripts::reclaim(redis, keys, &id, max_deliveries, true).await? {
+        if let Ok(r) = scripts::reclaim(redis, keys, &id, max_deliveries, Reclaim::Dead).await? {
             info!(
                 copy = %crate::escape::for_terminal(&id),
                 requeued = r.requeued,
@@ -94,7 +94,7 @@ pub async fn return_abandoned_drains(redis: &Redis, keys: &Keys) -> RedisResult<
         .await?;
     let mut returned = 0;
     for run in missing(redis, runs, |run| keys.drain_lock(run)).await? {
-        if let Some(n) = scripts::return_drain(redis, keys, &run).await? {
+        if let Ok(n) = scripts::return_drain(redis, keys, &run).await? {
             if n > 0 {
                 info!(run = %crate::escape::for_terminal(&run), errors = n, "janitor: returned the errors of an abandoned get-errors run");
             }

@@ -136,11 +136,11 @@ async fn lead(
     let _ = renewing.await;
     if shutdown.is_cancelled() {
         match scripts::release_lease(&copy.redis, &copy.keys, &lease.holder).await {
-            Ok(true) => info!(
+            Ok(Ok(_)) => info!(
                 epoch = lease.epoch,
                 "released the lease; another copy takes over"
             ),
-            Ok(false) => {}
+            Ok(Err(_)) => {}
             Err(e) => warn!(error = %e, "could not release the lease; it expires by itself"),
         }
     }
@@ -171,8 +171,8 @@ async fn renew(copy: Arc<CopyState>, lease: Arc<HeldLease>, lost: CancellationTo
         )
         .await;
         match renewal {
-            Ok(Ok(true)) => lease.extend(valid_until(sent, length)),
-            Ok(Ok(false)) => {
+            Ok(Ok(Ok(_))) => lease.extend(valid_until(sent, length)),
+            Ok(Ok(Err(_))) => {
                 warn!(
                     epoch = lease.epoch,
                     "lost the lease: another copy holds it now"

@@ -7,7 +7,7 @@
 
 use crate::copy::{client_name, new_copy_id, CopyState};
 use crate::janitor;
-use crate::scripts::{self, BeatKind};
+use crate::scripts::{self, BeatKind, Reclaim};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +41,10 @@ fn description(copy: &CopyState) -> String {
     .to_string()
 }
 
-async fn beat_once(copy: &CopyState, kind: BeatKind) -> redis::RedisResult<scripts::Beat> {
+async fn beat_once(
+    copy: &CopyState,
+    kind: BeatKind,
+) -> redis::RedisResult<scripts::Answer<scripts::Beat>> {
     scripts::heartbeat(
         &copy.redis,
         &copy.keys,
@@ -87,8 +90,8 @@ pub async fn beat(copy: Arc<CopyState>, stop: CancellationToken) {
             BeatKind::Beat
         };
         match beat_once(&copy, kind).await {
-            Ok(beat) if !beat.alive => rejoin(&copy).await,
-            Ok(beat) => {
+            Ok(Err(_)) => rejoin(&copy).await,
+            Ok(Ok(beat)) => {
                 if kind == BeatKind::BeatAndCheckJanitor {
                     orphaned_seen = if beat.janitor_orphaned {
                         orphaned_seen + 1
@@ -154,25 +157,16 @@ async fn rejoin(copy: &CopyState) {
 /// held, exactly as the janitor would for a dead copy.
 pub async fn deregister(copy: &CopyState) {
     let id = copy.id();
-    let mut conn = copy.redis.conn();
-    let deleted: redis::RedisResult<i64> = redis::cmd("DEL")
-        .arg(copy.keys.heartbeat(&id))
-        .query_async(&mut conn)
-        .await;
-    if let Err(e) = deleted {
-        warn!(error = %e, "could not deregister; the janitor will once the heartbeat expires");
-        return;
-    }
     match scripts::reclaim(
         &copy.redis,
         &copy.keys,
         &id,
         copy.settings.max_deliveries,
-        false,
+        Reclaim::Leaving,
     )
     .await
     {
-        Ok(Some(r)) if r.requeued + r.dead_lettered > 0 => {
+        Ok(Ok(r)) if r.requeued + r.dead_lettered > 0 => {
             info!(
                 requeued = r.requeued,
                 dead_lettered = r.dead_lettered,
@@ -180,6 +174,8 @@ pub async fn deregister(copy: &CopyState) {
             )
         }
         Ok(_) => {}
-        Err(e) => warn!(error = %e, "could not give back unfinished messages; the janitor will"),
+        Err(e) => {
+            warn!(error = %e, "could not deregister; the janitor gives back what is held once the heartbeat expires")
+        }
     }
 }

@@ -13,7 +13,7 @@ use crate::backoff::Backoff;
 use crate::copy::{CopyState, Role};
 use crate::escape::for_terminal;
 use crate::message::{now_ms, ErrorRecord, Message};
-use crate::scripts::{self, Claim, Outcome};
+use crate::scripts::{self, Claimed, Outcome};
 use crate::sync::Locked;
 use rand::RngExt;
 use std::collections::{HashMap, VecDeque};
@@ -336,11 +336,11 @@ pub async fn run(copy: Arc<CopyState>, shutdown: CancellationToken) {
         )
         .await;
         match claimed {
-            Ok(Claim::Claimed {
+            Ok(Ok(Claimed {
                 items,
                 left,
                 oversized,
-            }) => {
+            })) => {
                 backoff.reset();
                 more = left > 0 || oversized > 0;
                 if oversized > 0 {
@@ -354,7 +354,7 @@ pub async fn run(copy: Arc<CopyState>, shutdown: CancellationToken) {
                     work.spawn(&id, item, Some(permit));
                 }
             }
-            Ok(Claim::Expired) => {
+            Ok(Err(_)) => {
                 // Our heartbeat is gone: the heartbeat task registers a new id.
                 more = true;
                 copy.beat_now.notify_one();

@@ -7,7 +7,7 @@
 
 use crate::connection::Redis;
 use crate::keys::Keys;
-use redis::{ErrorKind, RedisError, RedisResult, Script, Value};
+use redis::{FromRedisValue, ParsingError, RedisResult, Script, Value};
 use std::sync::LazyLock;
 
 /// Each script is the prelude (the shared key-type checks and the
@@ -56,32 +56,115 @@ pub async fn load_all(redis: &Redis) -> RedisResult<()> {
     Ok(())
 }
 
-/// A reply that is not the shape its script returns: an error, never a
-/// default, so that a wrong answer cannot read as "nothing left" or "held".
-fn unexpected(script: &'static str, reply: &[Value]) -> RedisError {
-    RedisError::from((
-        ErrorKind::UnexpectedReturnType,
-        "unexpected script reply",
-        format!("{script} answered {reply:?}"),
-    ))
+/// Why a script declined, changing nothing: the status replies listed in
+/// `prelude.lua`. Every wrapper whose script can decline answers
+/// [`Answer`]: its data, or one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("the caller does not hold the lease or lock")]
+    NotHolder,
+    #[error("the queue is at its cap")]
+    QueueFull,
+    #[error("the newest message is younger than the interval")]
+    TooSoon,
+    #[error("the copy's heartbeat is gone: it must register again")]
+    NotRegistered,
+    #[error("the copy or get-errors run is alive")]
+    Alive,
 }
 
-fn int(script: &'static str, reply: &[Value], at: usize) -> RedisResult<i64> {
-    match reply.get(at) {
-        Some(Value::Int(n)) => Ok(*n),
-        _ => Err(unexpected(script, reply)),
+impl Refused {
+    fn from_status(status: &str) -> Option<Self> {
+        Some(match status {
+            "NOT_HOLDER" => Refused::NotHolder,
+            "QUEUE_FULL" => Refused::QueueFull,
+            "TOO_SOON" => Refused::TooSoon,
+            "NOT_REGISTERED" => Refused::NotRegistered,
+            "ALIVE" => Refused::Alive,
+            _ => return None,
+        })
     }
 }
 
-fn uint(script: &'static str, reply: &[Value], at: usize) -> RedisResult<u64> {
-    u64::try_from(int(script, reply, at)?).map_err(|_| unexpected(script, reply))
+/// A script's answer: what it did, or why it declined.
+pub type Answer<T> = Result<T, Refused>;
+
+/// Reads a refusal or the data `T`.
+struct Reply<T>(Answer<T>);
+
+impl<T: FromRedisValue> FromRedisValue for Reply<T> {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        if let Value::SimpleString(status) = &v {
+            if let Some(refused) = Refused::from_status(status) {
+                return Ok(Reply(Err(refused)));
+            }
+        }
+        T::from_redis_value(v).map(|data| Reply(Ok(data)))
+    }
 }
 
-fn bytes(script: &'static str, reply: &[Value], at: usize) -> RedisResult<Vec<u8>> {
-    match reply.get(at) {
-        Some(Value::BulkString(b)) => Ok(b.clone()),
-        Some(Value::SimpleString(s)) => Ok(s.clone().into_bytes()),
-        _ => Err(unexpected(script, reply)),
+/// Runs a script that may decline.
+async fn answer<T: FromRedisValue>(
+    invocation: &redis::ScriptInvocation<'_>,
+    redis: &Redis,
+) -> RedisResult<Answer<T>> {
+    let Reply(answer) = invocation.invoke_async(&mut redis.conn()).await?;
+    Ok(answer)
+}
+
+/// A reply that is not the shape its script returns: an error, never a
+/// default, so that a wrong answer cannot read as "nothing left" or "held".
+fn unexpected(script: &str, reply: &Value) -> ParsingError {
+    format!("unexpected script reply: {script} answered {reply:?}").into()
+}
+
+/// The elements of a script's array reply, at least `min` of them.
+fn fields(script: &str, v: Value, min: usize) -> Result<Vec<Value>, ParsingError> {
+    match v {
+        Value::Array(items) if items.len() >= min => Ok(items),
+        other => Err(unexpected(script, &other)),
+    }
+}
+
+fn int(script: &str, v: &Value) -> Result<i64, ParsingError> {
+    match v {
+        Value::Int(n) => Ok(*n),
+        other => Err(unexpected(script, other)),
+    }
+}
+
+fn uint(script: &str, v: &Value) -> Result<u64, ParsingError> {
+    u64::try_from(int(script, v)?).map_err(|_| unexpected(script, v))
+}
+
+fn bytes(script: &str, v: Value) -> Result<Vec<u8>, ParsingError> {
+    match v {
+        Value::BulkString(b) => Ok(b),
+        Value::SimpleString(s) => Ok(s.into_bytes()),
+        other => Err(unexpected(script, &other)),
+    }
+}
+
+/// The integer 1 that a script answers when it did what was asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Done;
+
+impl FromRedisValue for Done {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        match v {
+            Value::Int(1) => Ok(Done),
+            other => Err(unexpected("a script", &other)),
+        }
+    }
+}
+
+/// A count a script answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Count(u64);
+
+impl FromRedisValue for Count {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        uint("a script", &v).map(Count)
     }
 }
 
@@ -121,6 +204,28 @@ pub enum Acquired {
     Held { ms_left: i64, holder: String },
 }
 
+impl FromRedisValue for Acquired {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        const NAME: &str = "acquire_lease";
+        let shown = v.clone();
+        let mut f = fields(NAME, v, 3)?.into_iter();
+        let (Some(taken), Some(number), Some(text)) = (f.next(), f.next(), f.next()) else {
+            return Err(unexpected(NAME, &shown));
+        };
+        match int(NAME, &taken)? {
+            1 => Ok(Acquired::Taken {
+                epoch: uint(NAME, &number)?,
+                last: LastEnqueue::decode(&bytes(NAME, text)?),
+            }),
+            0 => Ok(Acquired::Held {
+                ms_left: int(NAME, &number)?,
+                holder: String::from_utf8_lossy(&bytes(NAME, text)?).into_owned(),
+            }),
+            _ => Err(unexpected(NAME, &shown)),
+        }
+    }
+}
+
 /// The lease value `"<epoch>:<copy id>"` that fences a holder.
 pub fn holder_value(epoch: u64, copy_id: &str) -> String {
     format!("{epoch}:{copy_id}")
@@ -133,76 +238,52 @@ pub async fn acquire_lease(
     copy_id: &str,
     lease_ms: u64,
 ) -> RedisResult<Acquired> {
-    const NAME: &str = "acquire_lease";
-    let reply: Vec<Value> = ACQUIRE_LEASE
+    ACQUIRE_LEASE
         .key(keys.lease())
         .key(keys.epoch())
         .key(keys.last_enqueue())
         .arg(copy_id)
         .arg(lease_ms)
         .invoke_async(&mut redis.conn())
-        .await?;
-    match int(NAME, &reply, 0)? {
-        1 => Ok(Acquired::Taken {
-            epoch: uint(NAME, &reply, 1)?,
-            last: LastEnqueue::decode(&bytes(NAME, &reply, 2)?),
-        }),
-        0 => Ok(Acquired::Held {
-            ms_left: int(NAME, &reply, 1)?,
-            holder: String::from_utf8_lossy(&bytes(NAME, &reply, 2)?).into_owned(),
-        }),
-        _ => Err(unexpected(NAME, &reply)),
-    }
+        .await
 }
 
-/// Extends `lock` if `holder` still holds it; false when it does not.
-async fn extend_lock(redis: &Redis, lock: String, holder: &str, ms: u64) -> RedisResult<bool> {
-    let extended: i64 = EXTEND_LOCK
-        .key(lock)
-        .arg(holder)
-        .arg(ms)
-        .invoke_async(&mut redis.conn())
-        .await?;
-    Ok(extended == 1)
+/// Extends `lock` if `holder` still holds it.
+async fn extend_lock(
+    redis: &Redis,
+    lock: String,
+    holder: &str,
+    ms: u64,
+) -> RedisResult<Answer<Done>> {
+    answer(EXTEND_LOCK.key(lock).arg(holder).arg(ms), redis).await
 }
 
-/// Extends the lease if `holder` still holds it; false when it does not.
+/// Extends the lease if `holder` still holds it.
 pub async fn renew_lease(
     redis: &Redis,
     keys: &Keys,
     holder: &str,
     lease_ms: u64,
-) -> RedisResult<bool> {
+) -> RedisResult<Answer<Done>> {
     extend_lock(redis, keys.lease(), holder, lease_ms).await
 }
 
 /// Deletes the lease if `holder` holds it and announces that it is free.
-pub async fn release_lease(redis: &Redis, keys: &Keys, holder: &str) -> RedisResult<bool> {
-    RELEASE_LEASE
-        .key(keys.lease())
-        .arg(holder)
-        .arg(keys.lease_channel())
-        .invoke_async(&mut redis.conn())
-        .await
-}
-
-/// The answer of [`enqueue`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Enqueued {
-    /// Accepted; the messages are numbered from this seq on, in order.
-    Accepted { first_seq: u64 },
-    /// The caller does not hold the lease: nothing was written.
-    NotHolder,
-    /// The queue is at its cap: nothing was written.
-    QueueFull,
-    /// The newest message is younger than the interval (less 10 ms) by
-    /// Redis's clock: nothing was written; the tick is skipped.
-    TooSoon,
+pub async fn release_lease(redis: &Redis, keys: &Keys, holder: &str) -> RedisResult<Answer<Done>> {
+    answer(
+        RELEASE_LEASE
+            .key(keys.lease())
+            .arg(holder)
+            .arg(keys.lease_channel()),
+        redis,
+    )
+    .await
 }
 
 /// The fenced enqueue of `bodies` (each a message's JSON after its seq
-/// field), all or nothing. `queue_cap` 0 means no cap; `interval` is how
-/// long the newest message counts as new for a generator that takes over.
+/// field), all or nothing; the seq of the first, the others following it
+/// in order. `queue_cap` 0 means no cap; `interval` is how long the newest
+/// message counts as new for a generator that takes over.
 pub async fn enqueue(
     redis: &Redis,
     keys: &Keys,
@@ -211,75 +292,72 @@ pub async fn enqueue(
     last: &LastEnqueue,
     queue_cap: u64,
     interval: std::time::Duration,
-) -> RedisResult<Enqueued> {
-    let first: i64 = ENQUEUE
-        .key(keys.lease())
-        .key(keys.seq())
-        .key(keys.queue())
-        .key(keys.last_enqueue())
-        .arg(holder)
-        .arg(keys.wake_channel())
-        .arg(last.encode())
-        .arg(queue_cap)
-        .arg(interval.as_millis() as u64)
-        .arg(bodies)
-        .invoke_async(&mut redis.conn())
-        .await?;
-    Ok(match first {
-        0 => Enqueued::NotHolder,
-        -1 => Enqueued::QueueFull,
-        -2 => Enqueued::TooSoon,
-        n if n > 0 => Enqueued::Accepted {
-            first_seq: n as u64,
-        },
-        n => return Err(unexpected("enqueue", &[Value::Int(n)])),
-    })
+) -> RedisResult<Answer<u64>> {
+    let first: Answer<Count> = answer(
+        ENQUEUE
+            .key(keys.lease())
+            .key(keys.seq())
+            .key(keys.queue())
+            .key(keys.last_enqueue())
+            .arg(holder)
+            .arg(keys.wake_channel())
+            .arg(last.encode())
+            .arg(queue_cap)
+            .arg(interval.as_millis() as u64)
+            .arg(bodies),
+        redis,
+    )
+    .await?;
+    Ok(first.map(|Count(seq)| seq))
 }
 
-/// The answer of [`claim`].
+/// What [`claim`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
-    /// The copy's heartbeat is gone: it must re-register before claiming.
-    Expired,
-    /// The items now in the copy's processing list, what is left queued (0
-    /// when fewer than asked were there), and how many items too large to
-    /// take went to dead-letter instead.
-    Claimed {
-        items: Vec<Vec<u8>>,
-        left: u64,
-        oversized: u64,
-    },
+pub struct Claimed {
+    /// The items now in the copy's processing list.
+    pub items: Vec<Vec<u8>>,
+    /// What is left queued (0 when fewer than asked were there).
+    pub left: u64,
+    /// Items too large to take that went to dead-letter instead.
+    pub oversized: u64,
+}
+
+impl FromRedisValue for Claimed {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        const NAME: &str = "claim";
+        let mut f = fields(NAME, v, 2)?.into_iter();
+        let (Some(left), Some(oversized)) = (f.next(), f.next()) else {
+            return Err(unexpected(NAME, &Value::Nil));
+        };
+        Ok(Claimed {
+            left: uint(NAME, &left)?,
+            oversized: uint(NAME, &oversized)?,
+            items: f.map(|item| bytes(NAME, item)).collect::<Result<_, _>>()?,
+        })
+    }
 }
 
 /// Moves up to `count` messages from the queue into `copy_id`'s processing
 /// list; items over `max_item_bytes` go to dead-letter without leaving Redis.
+/// Refused with [`Refused::NotRegistered`] when the copy's heartbeat is gone.
 pub async fn claim(
     redis: &Redis,
     keys: &Keys,
     copy_id: &str,
     count: usize,
     max_item_bytes: u64,
-) -> RedisResult<Claim> {
-    const NAME: &str = "claim";
-    let reply: Vec<Value> = CLAIM
-        .key(keys.queue())
-        .key(keys.processing(copy_id))
-        .key(keys.heartbeat(copy_id))
-        .key(keys.dead())
-        .arg(count)
-        .arg(max_item_bytes)
-        .invoke_async(&mut redis.conn())
-        .await?;
-    if int(NAME, &reply, 0)? == -1 && reply.len() == 1 {
-        return Ok(Claim::Expired);
-    }
-    Ok(Claim::Claimed {
-        left: uint(NAME, &reply, 0)?,
-        oversized: uint(NAME, &reply, 1)?,
-        items: (2..reply.len())
-            .map(|at| bytes(NAME, &reply, at))
-            .collect::<RedisResult<_>>()?,
-    })
+) -> RedisResult<Answer<Claimed>> {
+    answer(
+        CLAIM
+            .key(keys.queue())
+            .key(keys.processing(copy_id))
+            .key(keys.heartbeat(copy_id))
+            .key(keys.dead())
+            .arg(count)
+            .arg(max_item_bytes),
+        redis,
+    )
+    .await
 }
 
 /// What processing a message came to.
@@ -291,6 +369,25 @@ pub enum Outcome {
     /// Not a message at all, with the reason; the script builds the
     /// dead-letter record around the item.
     Dead(String),
+}
+
+/// For each result of an [`ack`]: true when committed, false when refused
+/// because the item is no longer held (nothing changed for it).
+struct Committed(Vec<bool>);
+
+impl FromRedisValue for Committed {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        let answers = fields("ack", v, 0)?;
+        answers
+            .iter()
+            .map(|a| match int("ack", a)? {
+                0 => Ok(false),
+                1 => Ok(true),
+                _ => Err(unexpected("ack", a)),
+            })
+            .collect::<Result<_, _>>()
+            .map(Committed)
+    }
 }
 
 /// Commits results and releases their items in one step, each answer true
@@ -317,20 +414,16 @@ pub async fn ack(
         };
         invocation.arg(item).arg(kind).arg(payload);
     }
-    let reply: Vec<Value> = invocation.invoke_async(&mut redis.conn()).await?;
-    if reply.len() != results.len() {
-        return Err(unexpected("ack", &reply));
+    let Committed(answers) = invocation.invoke_async(&mut redis.conn()).await?;
+    if answers.len() != results.len() {
+        return Err(unexpected("ack", &Value::Int(answers.len() as i64)).into());
     }
-    (0..reply.len())
-        .map(|at| Ok(int("ack", &reply, at)? == 1))
-        .collect()
+    Ok(answers)
 }
 
-/// The answer of [`heartbeat`].
+/// What [`heartbeat`] reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Beat {
-    /// False: the heartbeat had expired; the copy must re-register.
-    pub alive: bool,
     /// This copy runs the janitor this period.
     pub janitor_turn: bool,
     /// `None` when the queue key is of the wrong type.
@@ -343,6 +436,28 @@ pub struct Beat {
     pub janitor_orphaned: bool,
 }
 
+impl FromRedisValue for Beat {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        const NAME: &str = "heartbeat";
+        let shown = v.clone();
+        let mut f = fields(NAME, v, 5)?.into_iter();
+        let (Some(turn), Some(queue), Some(processing), Some(problem), Some(orphaned)) =
+            (f.next(), f.next(), f.next(), f.next(), f.next())
+        else {
+            return Err(unexpected(NAME, &shown));
+        };
+        let length = |v: &Value| int(NAME, v).map(|n| u64::try_from(n).ok());
+        let problem = String::from_utf8_lossy(&bytes(NAME, problem)?).into_owned();
+        Ok(Beat {
+            janitor_turn: int(NAME, &turn)? == 1,
+            queue_len: length(&queue)?,
+            processing_len: length(&processing)?,
+            problem: (!problem.is_empty()).then_some(problem),
+            janitor_orphaned: int(NAME, &orphaned)? == 1,
+        })
+    }
+}
+
 /// How a copy beats: the first time under an id, or again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BeatKind {
@@ -352,7 +467,8 @@ pub enum BeatKind {
     BeatAndCheckJanitor,
 }
 
-/// Registers or keeps alive a copy, and publishes its description.
+/// Registers or keeps alive a copy, and publishes its description. A beat
+/// is refused with [`Refused::NotRegistered`] when the heartbeat had expired.
 pub async fn heartbeat(
     redis: &Redis,
     keys: &Keys,
@@ -361,40 +477,31 @@ pub async fn heartbeat(
     description: &str,
     janitor_period_ms: u64,
     kind: BeatKind,
-) -> RedisResult<Beat> {
-    const NAME: &str = "heartbeat";
-    let reply: Vec<Value> = HEARTBEAT
-        .key(keys.heartbeat(copy_id))
-        .key(keys.registry())
-        .key(keys.janitor_lock())
-        .key(keys.queue())
-        .key(keys.processing(copy_id))
-        .arg(copy_id)
-        .arg(ttl_ms)
-        .arg(description)
-        .arg(janitor_period_ms)
-        .arg(if kind == BeatKind::Register {
-            "register"
-        } else {
-            "beat"
-        })
-        .arg(if kind == BeatKind::BeatAndCheckJanitor {
-            "1"
-        } else {
-            "0"
-        })
-        .invoke_async(&mut redis.conn())
-        .await?;
-    let length = |at| int(NAME, &reply, at).map(|n| u64::try_from(n).ok());
-    let problem = String::from_utf8_lossy(&bytes(NAME, &reply, 4)?).into_owned();
-    Ok(Beat {
-        alive: int(NAME, &reply, 0)? == 1,
-        janitor_turn: int(NAME, &reply, 1)? == 1,
-        queue_len: length(2)?,
-        processing_len: length(3)?,
-        problem: (!problem.is_empty()).then_some(problem),
-        janitor_orphaned: int(NAME, &reply, 5)? == 1,
-    })
+) -> RedisResult<Answer<Beat>> {
+    answer(
+        HEARTBEAT
+            .key(keys.heartbeat(copy_id))
+            .key(keys.registry())
+            .key(keys.janitor_lock())
+            .key(keys.queue())
+            .key(keys.processing(copy_id))
+            .arg(copy_id)
+            .arg(ttl_ms)
+            .arg(description)
+            .arg(janitor_period_ms)
+            .arg(if kind == BeatKind::Register {
+                "register"
+            } else {
+                "beat"
+            })
+            .arg(if kind == BeatKind::BeatAndCheckJanitor {
+                "1"
+            } else {
+                "0"
+            }),
+        redis,
+    )
+    .await
 }
 
 /// What [`reclaim`] did with a dead copy's messages.
@@ -404,36 +511,55 @@ pub struct Reclaimed {
     pub dead_lettered: u64,
 }
 
-/// Gives a dead copy's messages back and forgets the copy; `None` when its
-/// heartbeat exists (alive: nothing changed). `count_delivery` is false when
-/// a copy gives back, on shutdown, messages it never worked on.
+impl FromRedisValue for Reclaimed {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        let shown = v.clone();
+        match fields("reclaim", v, 2)?.as_slice() {
+            [requeued, dead, ..] => Ok(Reclaimed {
+                requeued: uint("reclaim", requeued)?,
+                dead_lettered: uint("reclaim", dead)?,
+            }),
+            _ => Err(unexpected("reclaim", &shown)),
+        }
+    }
+}
+
+/// Who gives a copy's messages back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reclaim {
+    /// The janitor, for a copy whose heartbeat is gone: each message
+    /// returned counts as a delivery; refused while the copy is alive.
+    Dead,
+    /// The copy itself, on shutdown: its heartbeat goes in the same step,
+    /// and what it never worked on counts no delivery.
+    Leaving,
+}
+
+/// Gives a copy's messages back and forgets the copy; see [`Reclaim`].
 pub async fn reclaim(
     redis: &Redis,
     keys: &Keys,
     copy_id: &str,
     max_deliveries: u32,
-    count_delivery: bool,
-) -> RedisResult<Option<Reclaimed>> {
-    const NAME: &str = "reclaim";
-    let reply: Vec<Value> = RECLAIM
-        .key(keys.heartbeat(copy_id))
-        .key(keys.processing(copy_id))
-        .key(keys.registry())
-        .key(keys.queue())
-        .key(keys.dead())
-        .arg(copy_id)
-        .arg(max_deliveries)
-        .arg(keys.wake_channel())
-        .arg(if count_delivery { "1" } else { "0" })
-        .invoke_async(&mut redis.conn())
-        .await?;
-    if int(NAME, &reply, 0)? == -1 {
-        return Ok(None);
-    }
-    Ok(Some(Reclaimed {
-        requeued: uint(NAME, &reply, 0)?,
-        dead_lettered: uint(NAME, &reply, 1)?,
-    }))
+    who: Reclaim,
+) -> RedisResult<Answer<Reclaimed>> {
+    answer(
+        RECLAIM
+            .key(keys.heartbeat(copy_id))
+            .key(keys.processing(copy_id))
+            .key(keys.registry())
+            .key(keys.queue())
+            .key(keys.dead())
+            .arg(copy_id)
+            .arg(max_deliveries)
+            .arg(keys.wake_channel())
+            .arg(match who {
+                Reclaim::Dead => "dead",
+                Reclaim::Leaving => "leaving",
+            }),
+        redis,
+    )
+    .await
 }
 
 /// The most bytes of error records one batch of get-errors takes: a reply
@@ -462,45 +588,63 @@ pub async fn take_errors(
         .await
 }
 
-/// Extends a live get-errors run's lock; false when it had lapsed.
+/// Extends a live get-errors run's lock; refused when it had lapsed.
 pub async fn renew_drain_lock(
     redis: &Redis,
     keys: &Keys,
     run_id: &str,
     lock_ms: u64,
-) -> RedisResult<bool> {
+) -> RedisResult<Answer<Done>> {
     extend_lock(redis, keys.drain_lock(run_id), run_id, lock_ms).await
+}
+
+/// The lengths of a draining list before and after a settle.
+struct Settled {
+    before: u64,
+}
+
+impl FromRedisValue for Settled {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        let shown = v.clone();
+        match fields("settle_drain", v, 2)?.as_slice() {
+            [before, after] => {
+                uint("settle_drain", after)?;
+                Ok(Settled {
+                    before: uint("settle_drain", before)?,
+                })
+            }
+            _ => Err(unexpected("settle_drain", &shown)),
+        }
+    }
 }
 
 /// Forgets the oldest errors of the run's draining list, keeping the `keep`
 /// not yet written; the list's length before. Sent again after a lost
 /// answer, it forgets nothing more.
 pub async fn settle_drain(redis: &Redis, keys: &Keys, run_id: &str, keep: u64) -> RedisResult<u64> {
-    const NAME: &str = "settle_drain";
-    let reply: Vec<Value> = SETTLE_DRAIN
+    let Settled { before } = SETTLE_DRAIN
         .key(keys.draining(run_id))
         .arg(keep)
         .invoke_async(&mut redis.conn())
         .await?;
-    uint(NAME, &reply, 0)
+    Ok(before)
 }
 
-/// Returns the draining list of a run whose lock is gone to the errors list;
-/// `None` while the run's lock exists.
-pub async fn return_drain(redis: &Redis, keys: &Keys, run_id: &str) -> RedisResult<Option<u64>> {
-    let n: i64 = RETURN_DRAIN
-        .key(keys.drain_lock(run_id))
-        .key(keys.draining(run_id))
-        .key(keys.errors())
-        .key(keys.drains())
-        .arg(run_id)
-        .invoke_async(&mut redis.conn())
-        .await?;
-    match n {
-        -1 => Ok(None),
-        n if n >= 0 => Ok(Some(n as u64)),
-        n => Err(unexpected("return_drain", &[Value::Int(n)])),
-    }
+/// Returns the draining list of a run whose lock is gone to the errors list
+/// (how many went back); refused with [`Refused::Alive`] while the run's
+/// lock holds its id.
+pub async fn return_drain(redis: &Redis, keys: &Keys, run_id: &str) -> RedisResult<Answer<u64>> {
+    let returned: Answer<Count> = answer(
+        RETURN_DRAIN
+            .key(keys.drain_lock(run_id))
+            .key(keys.draining(run_id))
+            .key(keys.errors())
+            .key(keys.drains())
+            .arg(run_id),
+        redis,
+    )
+    .await?;
+    Ok(returned.map(|Count(n)| n))
 }
 
 #[cfg(test)]
@@ -509,19 +653,29 @@ mod tests {
 
     #[test]
     fn a_reply_of_an_unexpected_shape_is_an_error_not_a_default() {
-        let reply = [Value::Int(1), Value::Nil, Value::BulkString(b"7".to_vec())];
-        assert_eq!(int("t", &reply, 0).ok(), Some(1));
-        assert!(int("t", &reply, 1).is_err(), "nil is not 0");
+        let reply = |items: Vec<Value>| Value::Array(items);
+        assert!(Reclaimed::from_redis_value(reply(vec![Value::Int(1), Value::Int(2)])).is_ok());
         assert!(
-            int("t", &reply, 2).is_err(),
-            "a string is not a number here"
+            Reclaimed::from_redis_value(reply(vec![Value::Int(1), Value::Nil])).is_err(),
+            "nil is not 0"
         );
-        assert!(int("t", &reply, 3).is_err(), "a missing element is not 0");
-        assert!(uint("t", &[Value::Int(-1)], 0).is_err());
-        assert!(bytes("t", &reply, 0).is_err());
-        assert_eq!(bytes("t", &reply, 2).ok(), Some(b"7".to_vec()));
-        let err = int("claim", &reply, 1).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::UnexpectedReturnType);
+        assert!(
+            Reclaimed::from_redis_value(reply(vec![Value::Int(1)])).is_err(),
+            "a missing element is not 0"
+        );
+        assert!(Count::from_redis_value(Value::Int(-1)).is_err());
+        assert!(Done::from_redis_value(Value::Int(0)).is_err());
+        assert!(
+            Committed::from_redis_value(reply(vec![Value::Int(2)])).is_err(),
+            "an ack answer is 0 or 1"
+        );
+        let Reply(refused) =
+            Reply::<Claimed>::from_redis_value(Value::SimpleString("NOT_REGISTERED".into()))
+                .expect("a refusal");
+        assert_eq!(refused, Err(Refused::NotRegistered));
+        let err = Reply::<Claimed>::from_redis_value(Value::SimpleString("MAYBE".into()))
+            .err()
+            .expect("an unknown status is an error");
         assert!(err.to_string().contains("claim"), "{err}");
     }
 }

@@ -7,7 +7,7 @@ use common::RedisServer;
 use redis::AsyncCommands;
 use redis_ql::connection::{self, Redis};
 use redis_ql::keys::Keys;
-use redis_ql::scripts::{self, Acquired, Claim, Enqueued, LastEnqueue, Outcome};
+use redis_ql::scripts::{self, Acquired, Claimed, LastEnqueue, Outcome, Reclaim, Refused};
 use redis_ql::settings::{CommandSettings, Settings};
 use std::time::Duration;
 
@@ -47,7 +47,7 @@ async fn register(redis: &Redis, keys: &Keys, id: &str) {
     )
     .await
     .expect("register");
-    assert!(beat.alive);
+    assert!(beat.is_ok());
 }
 
 const BODY: &str = r#","epoch":1,"producer":"p","text":"t","generated_at_ms":1}"#;
@@ -65,10 +65,9 @@ async fn enqueue_as(redis: &Redis, keys: &Keys, holder: &str) -> Option<u64> {
     .await
     .expect("enqueue")
     {
-        Enqueued::Accepted { first_seq } => Some(first_seq),
-        Enqueued::NotHolder => None,
-        Enqueued::QueueFull => panic!("no cap was set"),
-        Enqueued::TooSoon => panic!("no interval was set"),
+        Ok(first_seq) => Some(first_seq),
+        Err(Refused::NotHolder) => None,
+        Err(refused) => panic!("{refused}: no cap and no interval were set"),
     }
 }
 
@@ -78,8 +77,8 @@ async fn claim_as_c(redis: &Redis, keys: &Keys, count: usize) -> Vec<Vec<u8>> {
         .await
         .expect("claim")
     {
-        Claim::Claimed { items, .. } => items,
-        Claim::Expired => panic!("claim refused: no heartbeat"),
+        Ok(Claimed { items, .. }) => items,
+        Err(refused) => panic!("claim refused: {refused}"),
     }
 }
 
@@ -127,13 +126,20 @@ async fn the_lease_goes_to_one_copy_with_a_growing_epoch() {
     }
     assert!(scripts::renew_lease(&redis, &keys, "1:a", 1000)
         .await
-        .expect("renew"));
-    assert!(!scripts::renew_lease(&redis, &keys, "1:b", 1000)
-        .await
-        .expect("renew"));
-    assert!(!scripts::renew_lease(&redis, &keys, "0:a", 1000)
-        .await
-        .expect("renew"));
+        .expect("renew")
+        .is_ok());
+    assert_eq!(
+        scripts::renew_lease(&redis, &keys, "1:b", 1000)
+            .await
+            .expect("renew"),
+        Err(Refused::NotHolder)
+    );
+    assert_eq!(
+        scripts::renew_lease(&redis, &keys, "0:a", 1000)
+            .await
+            .expect("renew"),
+        Err(Refused::NotHolder)
+    );
     // The lease expires (made to vanish); b takes it with the next epoch.
     let _: () = redis.conn().del(keys.lease()).await.expect("del");
     enqueue_as(&redis, &keys, "1:a").await; // refused: nobody holds it
@@ -143,17 +149,24 @@ async fn the_lease_goes_to_one_copy_with_a_growing_epoch() {
             .expect("acquire"),
         Acquired::Taken { epoch: 2, .. }
     ));
-    assert!(!scripts::renew_lease(&redis, &keys, "1:a", 1000)
-        .await
-        .expect("renew"));
-    assert!(!scripts::release_lease(&redis, &keys, "1:a")
-        .await
-        .expect("release"));
+    assert_eq!(
+        scripts::renew_lease(&redis, &keys, "1:a", 1000)
+            .await
+            .expect("renew"),
+        Err(Refused::NotHolder)
+    );
+    assert_eq!(
+        scripts::release_lease(&redis, &keys, "1:a")
+            .await
+            .expect("release"),
+        Err(Refused::NotHolder)
+    );
     let holder: String = redis.conn().get(keys.lease()).await.expect("get");
     assert_eq!(holder, "2:b", "a stale release changes nothing");
     assert!(scripts::release_lease(&redis, &keys, "2:b")
         .await
-        .expect("release"));
+        .expect("release")
+        .is_ok());
     let exists: bool = redis.conn().exists(keys.lease()).await.expect("exists");
     assert!(!exists);
 }
@@ -222,7 +235,7 @@ async fn a_claim_needs_a_live_heartbeat() {
         scripts::claim(&redis, &keys, "ghost", 5, 1_048_576)
             .await
             .expect("claim"),
-        Claim::Expired
+        Err(Refused::NotRegistered)
     );
     let len: u64 = redis.conn().llen(keys.queue()).await.expect("llen");
     assert_eq!(len, 3, "a refused claim moves nothing");
@@ -231,7 +244,7 @@ async fn a_claim_needs_a_live_heartbeat() {
         .await
         .expect("claim")
     {
-        Claim::Claimed { items, left, .. } => {
+        Ok(Claimed { items, left, .. }) => {
             assert_eq!(items.len(), 2);
             assert_eq!(left, 1);
             assert!(
@@ -245,7 +258,7 @@ async fn a_claim_needs_a_live_heartbeat() {
         .await
         .expect("claim")
     {
-        Claim::Claimed { items, left, .. } => assert_eq!((items.len(), left), (1, 0)),
+        Ok(Claimed { items, left, .. }) => assert_eq!((items.len(), left), (1, 0)),
         other => panic!("{other:?}"),
     }
     let held: u64 = redis.conn().llen(keys.processing("c")).await.expect("llen");
@@ -287,7 +300,7 @@ async fn an_ack_commits_once_and_one_after_a_reclaim_is_refused_and_changes_noth
     assert_eq!(counters(&redis, &keys).await, (Some(2), 1, Some(1), 0, 0));
     // The copy dies; the janitor gives its last message back.
     let _: () = redis.conn().del(keys.heartbeat("c")).await.expect("del");
-    let reclaimed = scripts::reclaim(&redis, &keys, "c", 5, true)
+    let reclaimed = scripts::reclaim(&redis, &keys, "c", 5, Reclaim::Dead)
         .await
         .expect("reclaim")
         .expect("dead");
@@ -365,10 +378,10 @@ async fn the_janitor_touches_only_dead_copies_and_dead_letters_past_max_deliveri
     let queue_len: u64 = conn.llen(keys.queue()).await.expect("llen");
     assert_eq!(queue_len, 1);
     assert_eq!(
-        scripts::reclaim(&redis, &keys, "alive", 5, true)
+        scripts::reclaim(&redis, &keys, "alive", 5, Reclaim::Dead)
             .await
             .expect("reclaim"),
-        None
+        Err(Refused::Alive)
     );
 }
 
@@ -386,7 +399,8 @@ async fn an_expired_heartbeat_is_not_revived_and_the_janitor_turn_goes_to_one_co
         scripts::BeatKind::Register,
     )
     .await
-    .expect("beat");
+    .expect("beat")
+    .expect("registered");
     let second = scripts::heartbeat(
         &redis,
         &keys,
@@ -397,7 +411,8 @@ async fn an_expired_heartbeat_is_not_revived_and_the_janitor_turn_goes_to_one_co
         scripts::BeatKind::Register,
     )
     .await
-    .expect("beat");
+    .expect("beat")
+    .expect("registered");
     assert!(
         first.janitor_turn && !second.janitor_turn,
         "{first:?} {second:?}"
@@ -414,7 +429,7 @@ async fn an_expired_heartbeat_is_not_revived_and_the_janitor_turn_goes_to_one_co
     )
     .await
     .expect("beat");
-    assert!(!beat.alive);
+    assert_eq!(beat, Err(Refused::NotRegistered));
     let exists: bool = redis
         .conn()
         .exists(keys.heartbeat("a"))
@@ -442,7 +457,7 @@ async fn a_drain_whose_run_died_goes_back_whole_and_in_order() {
         scripts::return_drain(&redis, &keys, "run")
             .await
             .expect("return"),
-        None,
+        Err(Refused::Alive),
         "alive"
     );
     let _: () = conn.del(keys.drain_lock("run")).await.expect("del");
@@ -477,12 +492,12 @@ async fn a_batch_enqueue_is_fenced_numbered_in_order_and_capped() {
             .expect("enqueue")
         }
     };
-    assert_eq!(batch("1:g", 0).await, Enqueued::Accepted { first_seq: 1 });
-    assert_eq!(batch("1:x", 0).await, Enqueued::NotHolder);
-    assert_eq!(batch("1:g", 8).await, Enqueued::Accepted { first_seq: 6 });
+    assert_eq!(batch("1:g", 0).await, Ok(1));
+    assert_eq!(batch("1:x", 0).await, Err(Refused::NotHolder));
+    assert_eq!(batch("1:g", 8).await, Ok(6));
     assert_eq!(
         batch("1:g", 8).await,
-        Enqueued::QueueFull,
+        Err(Refused::QueueFull),
         "10 queued, cap 8"
     );
     let queue: Vec<String> = redis
@@ -630,7 +645,7 @@ async fn a_key_of_the_wrong_type_refuses_the_call_names_the_key_and_changes_noth
         call!(scripts::claim(&redis, &keys, "c", 1, 1_048_576));
         call!(scripts::take_errors(&redis, &keys, "r2", 5, 10_000));
         call!(scripts::return_drain(&redis, &keys, "r"));
-        call!(scripts::reclaim(&redis, &keys, "ghost", 5, true));
+        call!(scripts::reclaim(&redis, &keys, "ghost", 5, Reclaim::Dead));
         let _: () = redis
             .conn()
             .del(keys.lease())
@@ -713,7 +728,7 @@ async fn reclaim_never_loses_what_cjson_cannot_encode() {
             .expect("push");
     }
     let _: () = conn.del(keys.heartbeat("gone")).await.expect("del");
-    let reclaimed = scripts::reclaim(&redis, &keys, "gone", 5, true)
+    let reclaimed = scripts::reclaim(&redis, &keys, "gone", 5, Reclaim::Dead)
         .await
         .expect("reclaim")
         .expect("dead");
@@ -750,13 +765,10 @@ async fn an_enqueue_sooner_than_the_interval_by_redis_clock_writes_nothing() {
     let bodies = [BODY.to_string()];
     let last = last();
     let send = || scripts::enqueue(&redis, &keys, &holder, &bodies, &last, 0, interval);
-    assert_eq!(
-        send().await.expect("enqueue"),
-        Enqueued::Accepted { first_seq: 1 }
-    );
+    assert_eq!(send().await.expect("enqueue"), Ok(1));
     let sent = std::time::Instant::now();
     let before = snapshot_all(&redis).await;
-    assert_eq!(send().await.expect("enqueue"), Enqueued::TooSoon);
+    assert_eq!(send().await.expect("enqueue"), Err(Refused::TooSoon));
     assert_eq!(
         before,
         snapshot_all(&redis).await,
@@ -765,11 +777,11 @@ async fn an_enqueue_sooner_than_the_interval_by_redis_clock_writes_nothing() {
     // Once an interval less 10 ms has passed by Redis's clock, it goes through.
     let second = loop {
         match send().await.expect("enqueue") {
-            Enqueued::TooSoon => tokio::time::sleep(Duration::from_millis(5)).await,
+            Err(Refused::TooSoon) => tokio::time::sleep(Duration::from_millis(5)).await,
             other => break other,
         }
     };
-    assert_eq!(second, Enqueued::Accepted { first_seq: 2 });
+    assert_eq!(second, Ok(2));
     assert!(
         sent.elapsed() >= Duration::from_millis(280),
         "{:?}",

@@ -10,7 +10,7 @@ use redis::AsyncCommands;
 use redis_ql::connection::Redis;
 use redis_ql::keys::Keys;
 use redis_ql::message::{ErrorRecord, Message};
-use redis_ql::scripts::{self, Acquired, Claim, LastEnqueue, Outcome};
+use redis_ql::scripts::{self, Acquired, Claimed, LastEnqueue, Outcome, Refused};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// How many copies the operations talk about.
@@ -201,7 +201,10 @@ impl Harness {
             60_000,
             scripts::BeatKind::Register,
         )
-        .await?;
+        .await?
+        .map_err(|refused| {
+            redis::RedisError::from((redis::ErrorKind::Client, "register", refused.to_string()))
+        })?;
         self.model.heartbeats.insert(id.clone());
         self.model.registry.insert(id);
         Ok(())
@@ -254,7 +257,8 @@ impl Harness {
                 };
                 let renewed = scripts::renew_lease(r, k, &holder, LEASE_MS)
                     .await
-                    .map_err(e)?;
+                    .map_err(e)?
+                    .is_ok();
                 if renewed != (m.lease.as_ref() == Some(&holder)) {
                     return Err(format!(
                         "{op:?}: renewed {renewed} with {holder}, model {:?}",
@@ -266,7 +270,10 @@ impl Harness {
                 let Some(holder) = copies[slot(copy)].lease.take() else {
                     return Ok(());
                 };
-                let released = scripts::release_lease(r, k, &holder).await.map_err(e)?;
+                let released = scripts::release_lease(r, k, &holder)
+                    .await
+                    .map_err(e)?
+                    .is_ok();
                 let expected = m.lease.as_ref() == Some(&holder);
                 if released != expected {
                     return Err(format!("{op:?}: released {released}, model {:?}", m.lease));
@@ -306,10 +313,7 @@ impl Harness {
                 )
                 .await
                 .map_err(e)?;
-                let got = match got {
-                    scripts::Enqueued::Accepted { first_seq } => Some(first_seq),
-                    _ => None,
-                };
+                let got = got.ok();
                 let expected = m.lease.as_ref() == Some(&holder);
                 match (got, expected) {
                     (Some(seq), true) => {
@@ -335,12 +339,12 @@ impl Harness {
                     .await
                     .map_err(e)?;
                 if !m.heartbeats.contains(&id) {
-                    if got != Claim::Expired {
+                    if got != Err(Refused::NotRegistered) {
                         return Err(format!("{op:?}: {id} claimed without a heartbeat: {got:?}"));
                     }
                     return Ok(());
                 }
-                let Claim::Claimed { items, left, .. } = got else {
+                let Ok(Claimed { items, left, .. }) = got else {
                     return Err(format!("{op:?}: {id} refused with a heartbeat"));
                 };
                 let list = m.processing.entry(id).or_default();

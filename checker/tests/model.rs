@@ -16,7 +16,7 @@ use proptest::prelude::*;
 use rand::{RngExt, SeedableRng};
 use redis_ql::connection::{self, Redis};
 use redis_ql::keys::Keys;
-use redis_ql::scripts::{self, Acquired, Claim, Outcome};
+use redis_ql::scripts::{self, Acquired, Claimed, Outcome};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -66,7 +66,8 @@ async fn register(redis: &Redis, keys: &Keys, id: &str) {
         scripts::BeatKind::Register,
     )
     .await
-    .expect("register");
+    .expect("register")
+    .expect("a registration is never refused");
 }
 
 fn run_sequence(fixture: &Fixture, ops: &[Op]) -> Result<(), TestCaseError> {
@@ -221,7 +222,7 @@ fn concurrent_copies_keep_the_invariants() {
                             .await;
                         }
                         35..=54 => {
-                            if let Ok(Claim::Claimed { items, .. }) =
+                            if let Ok(Ok(Claimed { items, .. })) =
                                 scripts::claim(&redis, &keys, &id, 3, 1_048_576).await
                             {
                                 held.extend(items);
@@ -298,10 +299,9 @@ fn concurrent_copies_keep_the_invariants() {
                         }
                         _ => {
                             if let Some(holder) = &lease {
-                                if !scripts::renew_lease(&redis, &keys, holder, 60_000)
-                                    .await
-                                    .unwrap_or(false)
-                                {
+                                let renewed =
+                                    scripts::renew_lease(&redis, &keys, holder, 60_000).await;
+                                if !matches!(renewed, Ok(Ok(_))) {
                                     lease = None;
                                 }
                             }

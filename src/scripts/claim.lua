@@ -7,15 +7,15 @@
 -- ARGV[1] how many messages at most
 -- ARGV[2] the largest item a processor takes, in bytes (--max-item-bytes)
 --
--- Returns {-1} when the copy's heartbeat is gone (it must re-register before
--- claiming), else {messages left in the queue, dead-lettered, item, item, ...}.
+-- Returns NOT_REGISTERED when the copy's heartbeat is gone (it must
+-- re-register before claiming), else {messages left in the queue, dead-lettered, item, item, ...}.
 -- An item larger than ARGV[2] never leaves Redis: it goes to dead-letter,
 -- its record keeping its first ARGV[2] bytes, so that no copy has to
 -- download, decode or send back something of unbounded size.
 local queue, processing, heartbeat, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local wanted, max_bytes = tonumber(ARGV[1]), tonumber(ARGV[2])
 if redis.call('EXISTS', heartbeat) == 0 then
-  return {-1}
+  return redis.status_reply('NOT_REGISTERED')
 end
 local refusal = wrong_types(queue, 'list', processing, 'list', dead, 'list')
 if refusal then

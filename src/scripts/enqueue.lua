@@ -16,8 +16,9 @@
 -- ARGV[6..] each message's JSON after its seq field: ',"epoch":...}'
 --
 -- Returns the seq of the first message (the others follow it in order),
--- 0 when the caller does not hold the lease, -1 when the queue is at its
--- cap, -2 when the newest message is less than an interval (less 10 ms) old
+-- NOT_HOLDER when the caller does not hold the lease, QUEUE_FULL when the
+-- queue is at its cap, TOO_SOON when the newest message is less than an
+-- interval (less 10 ms) old
 -- by Redis's clock (a tick that Redis ran late, a pause, a handover); in
 -- those three cases nothing changed. The types of seq and queue
 -- are checked before seq is counted up, so that no seq is ever burnt.
@@ -31,7 +32,7 @@ if lease_refusal then
   return lease_refusal
 end
 if current ~= holder then
-  return 0
+  return redis.status_reply('NOT_HOLDER')
 end
 local refusal = wrong_types(seq, 'counter', queue, 'list', last_enqueue, 'string')
 if refusal then
@@ -39,10 +40,10 @@ if refusal then
 end
 local spacing_ms = interval_ms - 10
 if spacing_ms > 0 and redis.call('EXISTS', last_enqueue) == 1 then
-  return -2
+  return redis.status_reply('TOO_SOON')
 end
 if cap > 0 and redis.call('LLEN', queue) >= cap then
-  return -1
+  return redis.status_reply('QUEUE_FULL')
 end
 local n = #ARGV - first_body + 1
 local first = redis.call('INCRBY', seq, n) - n + 1

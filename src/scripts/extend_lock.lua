@@ -5,8 +5,8 @@
 -- ARGV[1] the holder value  as the lock was set (for the lease "<epoch>:<copy id>")
 -- ARGV[2] new length in ms
 --
--- Returns 1 when extended, 0 when the caller no longer holds it (nothing
--- changed); a lock of the wrong type is refused by name.
+-- Returns 1 when extended, NOT_HOLDER when the caller no longer holds it
+-- (nothing changed); a lock of the wrong type is refused by name.
 local lock = KEYS[1]
 local holder, length_ms = ARGV[1], ARGV[2]
 local current, refusal = get_string(lock)
@@ -17,4 +17,4 @@ if current == holder then
   redis.call('PEXPIRE', lock, length_ms)
   return 1
 end
-return 0
+return redis.status_reply('NOT_HOLDER')

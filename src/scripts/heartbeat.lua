@@ -16,8 +16,9 @@
 --         (now and then: a lock another program set without expiry would
 --         otherwise give nobody the turn, for ever)
 --
--- Returns {alive, janitor turn, queue length, processing length, problem,
--- janitor lock held by no registered copy (0/1)}.
+-- Returns {janitor turn, queue length, processing length, problem, janitor
+-- lock held by no registered copy (0/1)}, or NOT_REGISTERED when a beat finds
+-- the heartbeat gone or another's (the copy must register a new id).
 -- alive = 0 means the heartbeat had already expired, or holds something else
 -- than this copy's id: the janitor may have taken the copy's messages back,
 -- so it must re-register under a new id; nothing changed in that case. A length is -1 when its key is of the wrong
@@ -51,7 +52,7 @@ if mode == 'register' then
 else
   local ok, beating = pcall(redis.call, 'GET', heartbeat)
   if not (ok and beating == copy_id) then
-    return {0, 0, 0, 0, '', 0}
+    return redis.status_reply('NOT_REGISTERED')
   end
   redis.call('PEXPIRE', heartbeat, ttl_ms)
 end
@@ -74,4 +75,4 @@ elseif check_janitor then
     turn, orphaned = 1, 1
   end
 end
-return {1, turn, queue_len, processing_len, problem, orphaned}
+return {turn, queue_len, processing_len, problem, orphaned}

@@ -2,6 +2,12 @@
 -- write before its first write, because Redis does not roll back a script
 -- that fails half-way; a key of the wrong type (another program wrote it)
 -- is refused with a WRONGTYPE error that names the key and changes nothing.
+--
+-- A script that declines, changing nothing, answers with a status reply
+-- that names why, one of: NOT_HOLDER (the caller does not hold the lease or
+-- lock), QUEUE_FULL, TOO_SOON, NOT_REGISTERED (the copy's heartbeat is
+-- gone), ALIVE (the copy or get-errors run is still alive). Every other
+-- answer is the script's data; `scripts::Refused` is the Rust side of this list.
 
 -- The reply to return when `key` holds something other than `kind` ('list',
 -- 'hash', 'set', 'string', or 'counter': absent or an integer string); nil

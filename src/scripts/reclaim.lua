@@ -9,11 +9,13 @@
 -- ARGV[1] copy id
 -- ARGV[2] max deliveries
 -- ARGV[3] wake channel
--- ARGV[4] '1' when each return counts as a delivery (the copy died), '0'
---         when the copy is giving back what it did not start (shutdown)
+-- ARGV[4] 'dead': the janitor reclaims a copy whose heartbeat is gone; each
+--         return counts as a delivery. 'leaving': the copy itself leaves
+--         (shutdown): its heartbeat is deleted too, in the same step, and
+--         what it gives back did not start, so it counts no delivery.
 --
--- Returns {returned to the queue, dead-lettered}, or {-1, 0} when the copy's
--- heartbeat exists (it is alive: nothing changed). Idempotent: a second call
+-- Returns {returned to the queue, dead-lettered}, or (for 'dead') ALIVE when
+-- the copy's heartbeat holds its id (nothing changed). Idempotent: a second call
 -- finds an empty list and an absent registry entry.
 -- Messages go back to the right end of the queue, the end claimed next, the
 -- oldest claim last so that it is claimed first. A message delivered
@@ -24,16 +26,20 @@
 -- field written at its front, '{"deliveries":N,', and only that is rewritten.
 -- Every key is checked before the first write.
 local heartbeat, processing, registry, queue, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local copy_id, max, wake_channel, counts = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4] == '1'
+local copy_id, max, wake_channel, leaving = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4] == 'leaving'
+local counts = not leaving
 -- Alive while its heartbeat holds its id (something else there, written by
 -- another program, keeps no copy alive).
 local beating_ok, beating = pcall(redis.call, 'GET', heartbeat)
-if beating_ok and beating == copy_id then
-  return {-1, 0}
+if not leaving and beating_ok and beating == copy_id then
+  return redis.status_reply('ALIVE')
 end
 local refusal = wrong_types(processing, 'list', registry, 'hash', queue, 'list', dead, 'list')
 if refusal then
   return refusal
+end
+if leaving then
+  redis.call('DEL', heartbeat)
 end
 -- The delivery count of a message, and the item without it: written at the
 -- front by this script, or (an item written by an earlier version) anywhere.

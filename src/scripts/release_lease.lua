@@ -4,7 +4,8 @@
 -- ARGV[1] holder value "<epoch>:<copy id>"
 -- ARGV[2] lease channel, on which waiting copies hear that it is free
 --
--- Returns 1 when released, 0 when the caller did not hold it (nothing changed).
+-- Returns 1 when released, NOT_HOLDER when the caller did not hold it
+-- (nothing changed).
 local lease = KEYS[1]
 local holder, lease_channel = ARGV[1], ARGV[2]
 local current, refusal = get_string(lease)
@@ -12,7 +13,7 @@ if refusal then
   return refusal
 end
 if current ~= holder then
-  return 0
+  return redis.status_reply('NOT_HOLDER')
 end
 redis.call('DEL', lease)
 redis.call('PUBLISH', lease_channel, 'free')

@@ -7,13 +7,13 @@
 -- KEYS[4] drains
 -- ARGV[1] run id
 --
--- Returns how many errors went back, or -1 when the run's lock holds its id
--- (the run is alive: nothing changed). Every key is checked before the first write.
+-- Returns how many errors went back, or ALIVE when the run's lock holds its
+-- id (nothing changed). Every key is checked before the first write.
 local lock, draining, errors, drains = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local run_id = ARGV[1]
 local locked_ok, locker = pcall(redis.call, 'GET', lock)
 if locked_ok and locker == run_id then
-  return -1
+  return redis.status_reply('ALIVE')
 end
 local refusal = wrong_types(draining, 'list', errors, 'list', drains, 'set')
 if refusal then
