@@ -16,6 +16,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long a stopping copy waits for its last tasks (a janitor pass, the
+/// last acks) once it has deregistered.
+const TASKS_END_WITHIN: Duration = Duration::from_secs(5);
 use tracing::{info, warn};
 
 /// What a copy is doing right now.
@@ -54,6 +59,8 @@ pub struct CopyState {
     pub last_error: LastError,
     /// The length of this copy's processing list at the last heartbeat.
     processing_len: AtomicU64,
+    /// Every task the copy spawns; [`run`] returns once all have ended.
+    pub tasks: TaskTracker,
 }
 
 impl CopyState {
@@ -72,6 +79,7 @@ impl CopyState {
             started_at_ms: crate::message::now_ms(),
             last_error: LastError::default(),
             processing_len: AtomicU64::new(0),
+            tasks: TaskTracker::new(),
         }
     }
 
@@ -211,7 +219,7 @@ pub async fn run(
 
     let namer = copy.clone();
     let namespace = redis_settings.namespace.clone();
-    tokio::spawn(connection::subscribe(
+    copy.tasks.spawn(connection::subscribe(
         redis_settings,
         timeout,
         move || client_name(&namespace, &namer.id()),
@@ -223,8 +231,12 @@ pub async fn run(
     // The heartbeat outlives `shutdown`: messages in hand are still being
     // acked under this copy's id, which must stay alive until they are.
     let stop_beating = CancellationToken::new();
-    let heartbeat = tokio::spawn(membership::beat(copy.clone(), stop_beating.clone()));
-    let processing = tokio::spawn(processor::run(copy.clone(), shutdown.clone()));
+    let heartbeat = copy
+        .tasks
+        .spawn(membership::beat(copy.clone(), stop_beating.clone()));
+    let processing = copy
+        .tasks
+        .spawn(processor::run(copy.clone(), shutdown.clone()));
     if copy.settings.role == RoleChoice::Auto {
         lease::campaign(copy.clone(), shutdown.clone()).await;
     }
@@ -232,6 +244,18 @@ pub async fn run(
     stop_beating.cancel();
     let _ = heartbeat.await;
     membership::deregister(&copy).await;
+    // The subscriber stops with `shutdown`, a janitor pass and the last acks
+    // by themselves; nothing the copy started outlives it.
+    copy.tasks.close();
+    if tokio::time::timeout(TASKS_END_WITHIN, copy.tasks.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            left = copy.tasks.len(),
+            "some tasks of the copy had not ended; leaving them"
+        );
+    }
     info!(id = %copy.id(), processed = copy.processed(), "copy stopped");
     Ok(())
 }

@@ -35,14 +35,7 @@ pub async fn run(
     last: Option<LastEnqueue>,
     stop: &CancellationToken,
 ) {
-    let mut source = match generators::by_name(&copy.settings.generator, None) {
-        Ok(source) => source,
-        Err(e) => {
-            warn!("{e}");
-            stop.cancel();
-            return;
-        }
-    };
+    let mut source = copy.settings.generator.build(None);
     let interval = copy.settings.interval;
     let producer = copy.id();
     if interval.is_zero() {

@@ -130,7 +130,9 @@ async fn lead(
     let lease = Arc::new(lease);
     copy.set_role(Role::Generator);
     let lost = shutdown.child_token();
-    let renewing = tokio::spawn(renew(copy.clone(), lease.clone(), lost.clone()));
+    let renewing = copy
+        .tasks
+        .spawn(renew(copy.clone(), lease.clone(), lost.clone()));
     generator::run(copy, &lease, last, &lost).await;
     lost.cancel();
     let _ = renewing.await;

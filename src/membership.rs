@@ -112,7 +112,7 @@ pub async fn beat(copy: Arc<CopyState>, stop: CancellationToken) {
                 }
                 if beat.janitor_turn {
                     let copy = copy.clone();
-                    tokio::spawn(async move {
+                    copy.tasks.clone().spawn(async move {
                         janitor::pass(
                             &copy.redis,
                             &copy.keys,

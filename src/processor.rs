@@ -83,6 +83,9 @@ struct Work {
     in_hand: Arc<InHand>,
     slot_freed: Arc<Notify>,
     acks: mpsc::UnboundedSender<Ack>,
+    /// Cancelled past the shutdown timeout: the work still in hand stops,
+    /// its items being given back, so that no task outlives the copy.
+    abandon: CancellationToken,
 }
 
 /// A result waiting to be committed, and where its answer goes.
@@ -229,9 +232,12 @@ impl Work {
             self.in_hand.clone(),
             self.slot_freed.clone(),
         );
-        let acks = self.acks.clone();
+        let (acks, abandon) = (self.acks.clone(), self.abandon.clone());
         self.tasks.spawn(async move {
-            process(&copy, &id, &item, &acks).await;
+            tokio::select! {
+                _ = process(&copy, &id, &item, &acks) => {}
+                _ = abandon.cancelled() => {}
+            }
             in_hand.remove(&item);
             drop(permit);
             slot_freed.notify_one();
@@ -266,13 +272,14 @@ impl Work {
 pub async fn run(copy: Arc<CopyState>, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(copy.settings.concurrency));
     let (acks, pending) = mpsc::unbounded_channel();
-    tokio::spawn(commit_results(copy.clone(), pending));
+    copy.tasks.spawn(commit_results(copy.clone(), pending));
     let work = Work {
         copy: copy.clone(),
         tasks: TaskTracker::new(),
         in_hand: Arc::default(),
         slot_freed: Arc::new(Notify::new()),
         acks,
+        abandon: CancellationToken::new(),
     };
     // Requests that failed and may have taken effect, as of the last look.
     let mut failures_seen = copy.redis.failures();
@@ -388,6 +395,8 @@ pub async fn run(copy: Arc<CopyState>, shutdown: CancellationToken) {
             unfinished = tasks.len(),
             "shutdown timeout: giving back the unfinished messages"
         );
+        work.abandon.cancel();
+        tasks.wait().await;
     }
 }
 

@@ -22,7 +22,7 @@ pub struct SettingsError(pub String);
 
 /// Checks one value of `opt` against its kind; the reason when it fails. A
 /// secret is never repeated in the reason.
-pub fn check(opt: &Opt, value: &str) -> Result<(), String> {
+pub(crate) fn check(opt: &Opt, value: &str) -> Result<(), String> {
     let shown = || crate::escape::for_terminal(value).into_owned();
     let out_of_range = || {
         format!(
@@ -324,7 +324,7 @@ pub enum RoleChoice {
 #[derive(Debug, Clone)]
 pub struct StartSettings {
     pub concurrency: usize,
-    pub generator: String,
+    pub generator: generators::Source,
     pub interval: Duration,
     pub error_rate: f64,
     pub work: Duration,
@@ -340,7 +340,11 @@ impl StartSettings {
     fn from_values(v: &Values) -> Self {
         Self {
             concurrency: v.int("concurrency") as usize,
-            generator: v.text("generator").unwrap_or_default(),
+            // Checked against generators::NAMES with the other values.
+            generator: v
+                .text("generator")
+                .and_then(|name| generators::Source::from_name(&name).ok())
+                .unwrap_or(generators::Source::Lipsum),
             interval: v.ms("interval-ms"),
             error_rate: v
                 .text("error-rate")

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Leader {
+pub struct GeneratorStatus {
     pub id: String,
     pub name: Option<String>,
     pub host: Option<String>,
@@ -23,7 +23,7 @@ pub struct Leader {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Worker {
+pub struct CopyStatus {
     pub id: String,
     pub name: String,
     pub host: String,
@@ -43,8 +43,8 @@ pub struct Worker {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Status {
-    pub leader: Option<Leader>,
-    pub workers: Vec<Worker>,
+    pub generator: Option<GeneratorStatus>,
+    pub copies: Vec<CopyStatus>,
     pub queue: u64,
     pub in_flight: u64,
     pub errors: u64,
@@ -174,7 +174,7 @@ pub async fn read(redis: &Redis, keys: &Keys) -> redis::RedisResult<Status> {
 
     let now = now_ms();
     let ttl = HEARTBEAT_TTL.as_millis() as i64;
-    let mut workers = Vec::with_capacity(ids.len());
+    let mut copies = Vec::with_capacity(ids.len());
     for (i, id) in ids.iter().enumerate() {
         let d: Description = serde_json::from_slice(&registry[*id]).unwrap_or_default();
         let in_flight = read_as::<u64>(counts.get(2 * i), &keys.processing(id), &mut problems);
@@ -190,7 +190,7 @@ pub async fn read(redis: &Redis, keys: &Keys) -> redis::RedisResult<Status> {
         } else {
             now.saturating_sub(d.beat_at_ms)
         };
-        workers.push(Worker {
+        copies.push(CopyStatus {
             id: (*id).clone(),
             name: d.name,
             host: d.host,
@@ -220,22 +220,22 @@ pub async fn read(redis: &Redis, keys: &Keys) -> redis::RedisResult<Status> {
         })
         .sum();
 
-    let leader = lease.and_then(|value| {
+    let generator = lease.and_then(|value| {
         let (epoch, id) = value.split_once(':')?;
-        let worker = workers.iter().find(|w| w.id == id);
-        Some(Leader {
+        let copy = copies.iter().find(|w| w.id == id);
+        Some(GeneratorStatus {
             id: id.to_string(),
-            name: worker.map(|w| w.name.clone()),
-            host: worker.map(|w| w.host.clone()),
-            pid: worker.map(|w| w.pid),
+            name: copy.map(|w| w.name.clone()),
+            host: copy.map(|w| w.host.clone()),
+            pid: copy.map(|w| w.pid),
             epoch: epoch.parse().ok()?,
             lease_ms_left: lease_ms_left.max(0),
         })
     });
     Ok(Status {
-        leader,
-        in_flight: workers.iter().map(|w| w.in_flight).sum(),
-        workers,
+        generator,
+        in_flight: copies.iter().map(|w| w.in_flight).sum(),
+        copies,
         queue,
         errors: errors + draining,
         dead,
@@ -247,14 +247,24 @@ pub async fn read(redis: &Redis, keys: &Keys) -> redis::RedisResult<Status> {
 }
 
 impl Status {
+    /// The JSON of docs/SPEC.md §4. `generator` and `copies` are also
+    /// written under their first names, `leader` and `workers`, which
+    /// programs written against earlier versions read.
     pub fn to_json(&self) -> String {
-        json_for_terminal(serde_json::to_string(self).unwrap_or_default())
+        let mut value = serde_json::to_value(self).unwrap_or_default();
+        if let Some(object) = value.as_object_mut() {
+            for (name, alias) in [("generator", "leader"), ("copies", "workers")] {
+                let same = object.get(name).cloned().unwrap_or_default();
+                object.insert(alias.to_string(), same);
+            }
+        }
+        json_for_terminal(value.to_string())
     }
 
     /// The table for people.
     pub fn to_table(&self) -> String {
         let mut out = String::new();
-        match &self.leader {
+        match &self.generator {
             Some(l) => {
                 let _ = writeln!(
                     out,
@@ -276,7 +286,7 @@ impl Status {
             "{:<28} {:<10} {:<16} {:>7} {:>5} {:>9} {:>10} {:>9}",
             "COPY", "ROLE", "HOST", "PID", "CONC", "IN FLIGHT", "PROCESSED", "SEEN"
         );
-        for w in &self.workers {
+        for w in &self.copies {
             let role = if w.alive {
                 for_terminal(&w.role).into_owned()
             } else {
@@ -295,10 +305,10 @@ impl Status {
                 w.last_seen_ms_ago
             );
         }
-        if self.workers.is_empty() {
+        if self.copies.is_empty() {
             out.push_str("(no copies registered)\n");
         }
-        let dead: Vec<&Worker> = self.workers.iter().filter(|w| !w.alive).collect();
+        let dead: Vec<&CopyStatus> = self.copies.iter().filter(|w| !w.alive).collect();
         if !dead.is_empty() {
             let held: u64 = dead.iter().map(|w| w.in_flight).sum();
             let _ = writeln!(
@@ -307,7 +317,7 @@ impl Status {
                 dead.len()
             );
         }
-        for w in &self.workers {
+        for w in &self.copies {
             if let (Some(error), Some(ago)) = (&w.last_error, w.last_error_ms_ago) {
                 let _ = writeln!(
                     out,

@@ -30,6 +30,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::{keys, percentile};
 
 /// Commands the copies send themselves; everything else in commandstats
 /// runs inside a script.
@@ -253,8 +254,8 @@ impl Sample {
             .sum();
         Sample {
             at: Instant::now(),
-            processed: cluster.get("{app}:processed"),
-            generated: cluster.get("{app}:seq"),
+            processed: cluster.get(&keys().processed()),
+            generated: cluster.get(&keys().seq()),
             calls,
             cpu,
         }
@@ -284,17 +285,10 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    sorted[(((p / 100.0) * (sorted.len() - 1) as f64).round() as usize).min(sorted.len() - 1)]
-}
-
 fn records(cluster: &mut Cluster) -> Vec<Value> {
     let raw: Vec<String> = cluster
         .conn
-        .lrange("{app}:errors", 0, -1)
+        .lrange(keys().errors(), 0, -1)
         .unwrap_or_default();
     raw.iter()
         .filter_map(|r| serde_json::from_str(r).ok())
@@ -313,7 +307,7 @@ fn throughput(o: &Options, processors: usize, concurrency: usize, seconds: u64) 
         );
     }
     std::thread::sleep(Duration::from_secs(o.warmup));
-    let _: redis::RedisResult<()> = cluster.conn.ltrim("{app}:errors", 1, 0);
+    let _: redis::RedisResult<()> = cluster.conn.ltrim(keys().errors(), 1, 0);
     let first = Sample::take(&mut cluster);
     std::thread::sleep(Duration::from_secs(seconds));
     let last = Sample::take(&mut cluster);
@@ -405,7 +399,7 @@ fn idle(o: &Options, k: usize) -> Value {
     for i in 0..k {
         pids.push(cluster.copy(&format!("idle{i}"), &["--error-rate", "1"]));
     }
-    while cluster.get("{app}:seq") == 0 {
+    while cluster.get(&keys().seq()) == 0 {
         if launched.elapsed() > Duration::from_secs(60) {
             fail("no first message within 60 s");
         }
@@ -421,12 +415,15 @@ fn idle(o: &Options, k: usize) -> Value {
     let cpu_percent = (last.cpu - first.cpu) * 100.0 / elapsed;
 
     // kill -9 of the generator, then the gap between the messages around it.
-    let lease: String = cluster.conn.get("{app}:lease").unwrap_or_default();
+    let lease: String = cluster.conn.get(keys().lease()).unwrap_or_default();
     let id = lease
         .split_once(':')
         .map(|(_, id)| id.to_string())
         .unwrap_or_default();
-    let description: String = cluster.conn.hget("{app}:copies", &id).unwrap_or_default();
+    let description: String = cluster
+        .conn
+        .hget(keys().registry(), &id)
+        .unwrap_or_default();
     let pid = serde_json::from_str::<Value>(&description)
         .ok()
         .and_then(|d| d["pid"].as_u64());
@@ -438,9 +435,10 @@ fn idle(o: &Options, k: usize) -> Value {
     {
         let _ = cluster.copies[index].kill();
         let _ = cluster.copies[index].wait();
-        let before = cluster.get("{app}:seq");
+        let before = cluster.get(&keys().seq());
         let killed = Instant::now();
-        while cluster.get("{app}:seq") <= before + 1 && killed.elapsed() < Duration::from_secs(10) {
+        while cluster.get(&keys().seq()) <= before + 1 && killed.elapsed() < Duration::from_secs(10)
+        {
             std::thread::sleep(Duration::from_millis(10));
         }
         std::thread::sleep(Duration::from_millis(500));

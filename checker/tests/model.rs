@@ -8,9 +8,6 @@
 //! step Redis must agree with the model and keep the invariants.
 //! `PROPTEST_CASES=5000 cargo test -p checker` for a long run.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
-
 use checker::{check_invariants, read_state, Harness, Op};
 use proptest::prelude::*;
 use rand::{RngExt, SeedableRng};
@@ -27,28 +24,20 @@ use std::time::Duration;
 /// would never be dropped and would outlive the test binary.
 struct Fixture {
     runtime: tokio::runtime::Runtime,
-    server: common::RedisServer,
+    server: testkit::RedisServer,
 }
 
 impl Fixture {
     fn start() -> Self {
         Self {
             runtime: tokio::runtime::Runtime::new().expect("a runtime"),
-            server: common::RedisServer::start(),
+            server: testkit::RedisServer::start(),
         }
     }
 }
 
 async fn connect(port: u16) -> Redis {
-    let settings = redis_ql::settings::Settings::from_args([
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port.to_string(),
-        "status",
-    ])
-    .expect("settings")
-    .redis;
+    let settings = testkit::redis_settings(&format!("redis://127.0.0.1:{port}"));
     connection::connect(&settings, "model", Duration::from_secs(5))
         .await
         .expect("connect")

@@ -22,9 +22,7 @@ fn env() -> &'static Env {
             .build()
             .expect("a runtime");
         let url = std::env::var("FUZZ_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_string());
-        let settings = redis_ql::settings::Settings::from_args(["--url", url.as_str(), "status"])
-            .expect("FUZZ_REDIS_URL")
-            .redis;
+        let settings = testkit::redis_settings(&url);
         let redis = runtime
             .block_on(connection::connect(&settings, "fuzz", Duration::from_secs(5)))
             .expect("a Redis at FUZZ_REDIS_URL");

@@ -34,15 +34,39 @@ impl std::fmt::Display for UnknownSource {
 
 impl std::error::Error for UnknownSource {}
 
+/// A text source, chosen by name; once chosen, it is always built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Lipsum,
+    Fake,
+    Uuid,
+}
+
+impl Source {
+    /// The source called `name` (one of [`NAMES`]).
+    pub fn from_name(name: &str) -> Result<Self, UnknownSource> {
+        match name {
+            "lipsum" => Ok(Source::Lipsum),
+            "fake" => Ok(Source::Fake),
+            "uuid" => Ok(Source::Uuid),
+            other => Err(UnknownSource(other.to_string())),
+        }
+    }
+
+    /// A new source of this kind, seeded with `seed` or from the operating system.
+    pub fn build(self, seed: Option<u64>) -> Box<dyn TextSource> {
+        let seed = seed.unwrap_or_else(rand::random);
+        match self {
+            Source::Lipsum => Box::new(Lipsum::new(seed)),
+            Source::Fake => Box::new(FakeData::new(seed)),
+            Source::Uuid => Box::new(Uuid::new(seed)),
+        }
+    }
+}
+
 /// The source called `name`, seeded with `seed` or from the operating system.
 pub fn by_name(name: &str, seed: Option<u64>) -> Result<Box<dyn TextSource>, UnknownSource> {
-    let seed = seed.unwrap_or_else(rand::random);
-    match name {
-        "lipsum" => Ok(Box::new(Lipsum::new(seed))),
-        "fake" => Ok(Box::new(FakeData::new(seed))),
-        "uuid" => Ok(Box::new(Uuid::new(seed))),
-        other => Err(UnknownSource(other.to_string())),
-    }
+    Ok(Source::from_name(name)?.build(seed))
 }
 
 /// Lorem ipsum of 5 to 15 words.

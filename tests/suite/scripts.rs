@@ -1,31 +1,12 @@
 //! Each Lua script through its Rust wrapper, against a real Redis: the
 //! fences refuse what they must refuse and change nothing when they do.
 
-mod common;
-
-use common::RedisServer;
 use redis::AsyncCommands;
-use redis_ql::connection::{self, Redis};
+use redis_ql::connection::Redis;
 use redis_ql::keys::Keys;
 use redis_ql::scripts::{self, Acquired, Claimed, LastEnqueue, Outcome, Reclaim, Refused};
-use redis_ql::settings::{CommandSettings, Settings};
 use std::time::Duration;
-
-async fn connect(server: &RedisServer) -> (Redis, Keys) {
-    let redis_settings = Settings::from_args([
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &server.port.to_string(),
-        "status",
-    ])
-    .expect("settings")
-    .redis;
-    let redis = connection::connect(&redis_settings, "test", Duration::from_secs(2))
-        .await
-        .expect("connect");
-    (redis, Keys::new("app"))
-}
+use testkit::{connect, RedisServer};
 
 fn last() -> LastEnqueue {
     LastEnqueue {
@@ -787,59 +768,6 @@ async fn an_enqueue_sooner_than_the_interval_by_redis_clock_writes_nothing() {
         "{:?}",
         sent.elapsed()
     );
-}
-
-/// A copy is a library call: `copy::run` with a shutdown token, no signals,
-/// no process. Cancelled, it hands the lease over, deregisters and returns.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_copy_run_in_process_stops_when_told_and_leaves_nothing_behind() {
-    let server = RedisServer::start();
-    let settings = Settings::from_args([
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &server.port.to_string(),
-        "start",
-        "--interval-ms",
-        "50",
-        "--error-rate",
-        "1",
-        "--name",
-        "inproc",
-    ])
-    .expect("settings");
-    let CommandSettings::Start(start) = settings.command else {
-        panic!("start settings");
-    };
-    let redis_settings = settings.redis;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let copy = tokio::spawn(redis_ql::copy::run(redis_settings, start, shutdown.clone()));
-    let (redis, keys) = connect(&server).await;
-    let mut conn = redis.conn();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while conn
-        .get::<_, Option<u64>>(keys.seq())
-        .await
-        .expect("seq")
-        .unwrap_or(0)
-        < 3
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no messages generated"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(15), copy)
-        .await
-        .expect("stopped in time")
-        .expect("no panic")
-        .expect("no error");
-    let lease: Option<String> = conn.get(keys.lease()).await.expect("lease");
-    assert_eq!(lease, None, "the lease was released");
-    let registered: Vec<String> = conn.hkeys(keys.registry()).await.expect("registry");
-    assert!(registered.is_empty(), "deregistered: {registered:?}");
 }
 
 /// A settle whose answer was lost is sent again: it forgets nothing more

@@ -12,13 +12,9 @@
 //! if any error record is printed twice (by the slow readers and the final
 //! run together), or if an oversized item is anywhere but in dead-letter.
 //! CI runs 60 s; a long run:
-//! `CHAOS_SECONDS=600 cargo test --release --test chaos -- --nocapture`
+//! `CHAOS_SECONDS=600 cargo test --release --test suite chaos -- --nocapture`
 //! (`CHAOS_SEED=N` replays a schedule of faults.)
 
-mod common;
-
-use common::proxy::{Mode, Proxy};
-use common::*;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use redis::Commands;
@@ -27,6 +23,8 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use testkit::proxy::{Mode, Proxy};
+use testkit::*;
 
 /// Seqs from here on are written by the test, never by a generator:
 /// oversized queue items from `OVERSIZED`, ballast error records from `BALLAST`.
@@ -154,9 +152,9 @@ impl Chaos {
             .ok()?
             .get_connection()
             .ok()?;
-        let lease: String = conn.get("{app}:lease").ok()?;
+        let lease: String = conn.get(keys().lease()).ok()?;
         let id = lease.split_once(':')?.1.to_string();
-        let description: String = conn.hget("{app}:copies", &id).ok()?;
+        let description: String = conn.hget(keys().registry(), &id).ok()?;
         let pid = serde_json::from_str::<serde_json::Value>(&description).ok()?["pid"].as_u64()?;
         self.slots
             .iter()
@@ -324,7 +322,7 @@ impl Chaos {
         let records: Vec<String> = seqs.iter().map(|s| ballast_record(*s)).collect();
         let pushed: Option<redis::RedisResult<u64>> = self
             .conn()
-            .map(|mut conn| conn.lpush("{app}:errors", &records));
+            .map(|mut conn| conn.lpush(keys().errors(), &records));
         let certain = match &pushed {
             Some(Ok(_)) => Some(true),
             // Refused (the key is of the wrong type): nothing was written.
@@ -359,16 +357,17 @@ impl Chaos {
         let Some(mut conn) = self.conn() else {
             return;
         };
-        let pick = rng.random_range(0..=NAMESPACE_KEYS.len());
-        let (key, kind) = match NAMESPACE_KEYS.get(pick) {
-            Some((key, kind)) => (key.to_string(), *kind),
+        let namespace_keys = namespace_keys();
+        let pick = rng.random_range(0..=namespace_keys.len());
+        let (key, kind) = match namespace_keys.get(pick) {
+            Some((key, kind)) => (key.clone(), *kind),
             None => {
-                let ids: Vec<String> = conn.hkeys("{app}:copies").unwrap_or_default();
+                let ids: Vec<String> = conn.hkeys(keys().registry()).unwrap_or_default();
                 if ids.is_empty() {
                     return;
                 }
                 let id = &ids[rng.random_range(0..ids.len())];
-                (format!("{{app}}:processing:{id}"), "list")
+                (keys().processing(id), "list")
             }
         };
         if self.flips.iter().any(|(_, b)| b.key == key) {
@@ -389,7 +388,7 @@ impl Chaos {
         let seq = OVERSIZED + self.oversized.len() as u64 + 1;
         let pushed: Option<redis::RedisResult<u64>> = self
             .conn()
-            .map(|mut conn| conn.lpush("{app}:queue", oversized_item(seq)));
+            .map(|mut conn| conn.lpush(keys().queue(), oversized_item(seq)));
         let certain = match &pushed {
             Some(Ok(_)) => true,
             Some(Err(e)) if e.code() == Some("WRONGTYPE") => return,
@@ -402,15 +401,9 @@ impl Chaos {
     }
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    sorted[(((p / 100.0) * (sorted.len() - 1) as f64).round() as usize).min(sorted.len() - 1)]
-}
-
 #[test]
 fn chaos() {
+    let _serial = serial();
     let seconds: u64 = std::env::var("CHAOS_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -510,12 +503,12 @@ fn chaos() {
         Duration::from_secs(60),
         || {
             let s = status(server);
-            let live_only = s["workers"]
+            let live_only = s["copies"]
                 .as_array()
                 .is_some_and(|ws| ws.iter().all(|w| w["role"] == "processor"));
             s["queue"].as_u64() == Some(0)
                 && s["in_flight"].as_u64() == Some(0)
-                && s["leader"].is_null()
+                && s["generator"].is_null()
                 && live_only
         },
     );

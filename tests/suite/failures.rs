@@ -3,14 +3,12 @@
 //! over, signals, long pauses, and output that breaks under get-errors.
 //! After each, the audit: every seq exactly once, epochs never step back.
 
-mod common;
-
-use common::proxy::{Mode, Proxy};
-use common::*;
 use redis::Commands;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::proxy::{Mode, Proxy};
+use testkit::*;
 
 fn with<'a>(args: &[&'a str]) -> Vec<&'a str> {
     [ALL_ERRORS, args].concat()
@@ -26,7 +24,7 @@ fn logged_ms(log: &str, what: &str) -> Option<u64> {
 }
 
 fn ids_of(server: &RedisServer, pid: u32) -> Vec<String> {
-    status(server)["workers"]
+    status(server)["copies"]
         .as_array()
         .map(|ws| {
             ws.iter()
@@ -42,7 +40,7 @@ fn ids_of(server: &RedisServer, pid: u32) -> Vec<String> {
 fn finish_with_a_fresh_processor(server: &RedisServer, generator: Copy, deadline: Duration) {
     let mut finisher = Copy::start(server, "finisher", &with(&["--role", "processor"]));
     stop_all(server, &mut [generator]);
-    wait_drained(server, deadline);
+    wait_queue_empty(server, deadline);
     stop_all(server, std::slice::from_mut(&mut finisher));
 }
 
@@ -53,7 +51,7 @@ fn wait_holding(server: &RedisServer, copy: &Copy) {
         "the copy to hold a message",
         Duration::from_secs(10),
         || {
-            status(server)["workers"].as_array().is_some_and(|ws| {
+            status(server)["copies"].as_array().is_some_and(|ws| {
                 ws.iter()
                     .any(|w| w["pid"].as_u64() == Some(pid) && w["in_flight"].as_u64() > Some(0))
             })
@@ -67,7 +65,7 @@ fn proxied_generator_and_direct_copy(server: &RedisServer, proxy: &Proxy) -> (Co
     let proxied = Copy::start_via(server, proxy.port, "proxied", ALL_ERRORS);
     let pid = proxied.pid() as u64;
     wait_until("the proxied copy to lead", Duration::from_secs(10), || {
-        leader_pid(server) == Some(pid)
+        generator_pid(server) == Some(pid)
     });
     let direct = Copy::start(server, "direct", ALL_ERRORS);
     wait_generated(server, 3, Duration::from_secs(10));
@@ -114,7 +112,7 @@ fn a_silent_network_stops_the_generator_before_its_lease_expires() {
     proxy.set(Mode::Hold);
     let held_at_ms = redis_ql::message::now_ms();
     wait_until("another generator", Duration::from_secs(10), || {
-        leader_pid(&server).is_some_and(|p| p != cut_pid)
+        generator_pid(&server).is_some_and(|p| p != cut_pid)
     });
     wait_until(
         "the cut-off copy to give up",
@@ -171,7 +169,7 @@ fn a_slow_redis_never_makes_two_generators_and_the_cadence_recovers() {
     wait_until(
         "the fast copy to take over",
         Duration::from_secs(10),
-        || leader_pid(&server).is_some_and(|p| p != slow_pid),
+        || generator_pid(&server).is_some_and(|p| p != slow_pid),
     );
     let since = Instant::now();
     wait_until("3 s of slowness", Duration::from_secs(5), || {
@@ -244,73 +242,11 @@ fn killed_subscribers_do_not_strand_messages() {
 }
 
 #[test]
-fn sigterm_on_a_processor_finishes_what_it_holds_then_gives_back_the_rest() {
-    let _serial = serial();
-    let server = RedisServer::start();
-    let generator = Copy::start(&server, "gen", ALL_ERRORS);
-    wait_leader(&server, None);
-    // Finishes in time: 600 ms of work, 10 s allowed.
-    let mut patient = Copy::start(
-        &server,
-        "patient",
-        &with(&[
-            "--role",
-            "processor",
-            "--work-ms",
-            "600",
-            "--concurrency",
-            "4",
-        ]),
-    );
-    wait_holding(&server, &patient);
-    patient.signal("TERM");
-    assert_eq!(patient.wait_exit(Duration::from_secs(10)), Some(0));
-    let log = patient.log_text();
-    assert!(!log.contains("gave back"), "finished everything:\n{log}");
-    assert!(log.contains("processed: error, stored"), "{log}");
-    // Runs out of time: 5 s of work, 300 ms allowed.
-    let mut hasty = Copy::start(
-        &server,
-        "hasty",
-        &with(&[
-            "--role",
-            "processor",
-            "--work-ms",
-            "5000",
-            "--concurrency",
-            "4",
-            "--shutdown-timeout-ms",
-            "300",
-        ]),
-    );
-    wait_holding(&server, &hasty);
-    let stopped = Instant::now();
-    hasty.signal("TERM");
-    assert_eq!(hasty.wait_exit(Duration::from_secs(5)), Some(0));
-    assert!(
-        stopped.elapsed() < Duration::from_secs(3),
-        "it did not wait for the work"
-    );
-    assert!(
-        hasty.log_text().contains("gave back unfinished messages"),
-        "{}",
-        hasty.log_text()
-    );
-    assert!(ids_of(&server, hasty.pid()).is_empty(), "it deregistered");
-    finish_with_a_fresh_processor(&server, generator, Duration::from_secs(10));
-    let records = audit_exactly_once(&server, &get_errors(&server));
-    assert!(
-        records.iter().all(|r| r.deliveries == 1),
-        "a give-back is not a delivery"
-    );
-}
-
-#[test]
 fn a_second_signal_exits_at_once_and_the_janitor_recovers() {
     let _serial = serial();
     let server = RedisServer::start();
     let generator = Copy::start(&server, "gen", ALL_ERRORS);
-    wait_leader(&server, None);
+    wait_generator(&server, None);
     let mut stubborn = Copy::start(
         &server,
         "stubborn",
@@ -346,7 +282,7 @@ fn fill_errors(server: &RedisServer, n: u64) {
             "generated_at_ms": 1, "processor": "c", "detected_at_ms": 2, "deliveries": 1
         });
         let _: () = conn
-            .lpush("{app}:errors", record.to_string())
+            .lpush(keys().errors(), record.to_string())
             .expect("push");
     }
 }
@@ -368,9 +304,9 @@ fn get_errors_into_a_full_disk_gives_the_batch_back_whole() {
         err.contains("writing to stdout failed") && err.contains("went back"),
         "{err}"
     );
-    let left: u64 = server.conn().llen("{app}:errors").expect("llen");
+    let left: u64 = server.conn().llen(keys().errors()).expect("llen");
     assert_eq!(left, 300, "nothing was written, so nothing is gone");
-    let drains: Vec<String> = server.conn().smembers("{app}:drains").expect("smembers");
+    let drains: Vec<String> = server.conn().smembers(keys().drains()).expect("smembers");
     assert!(drains.is_empty());
 }
 
@@ -396,9 +332,9 @@ fn get_errors_into_a_closed_pipe_gives_the_unwritten_batch_back() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("went back"), "{err}");
-    let left: u64 = server.conn().llen("{app}:errors").expect("llen");
+    let left: u64 = server.conn().llen(keys().errors()).expect("llen");
     assert!(left > 0, "the batch being written went back");
-    let draining: Vec<String> = server.conn().keys("{app}:draining:*").expect("keys");
+    let draining: Vec<String> = server.conn().keys(keys().draining("*")).expect("keys");
     assert!(draining.is_empty(), "no batch is left half-taken");
 }
 
@@ -407,7 +343,7 @@ fn a_processor_paused_for_long_rejoins_under_a_new_id_and_its_old_claims_have_no
     let _serial = serial();
     let server = RedisServer::start();
     let generator = Copy::start(&server, "gen", ALL_ERRORS);
-    wait_leader(&server, None);
+    wait_generator(&server, None);
     let sleeper = Copy::start(
         &server,
         "sleeper",
@@ -430,7 +366,7 @@ fn a_processor_paused_for_long_rejoins_under_a_new_id_and_its_old_claims_have_no
                 ids.iter().any(|id| {
                     server
                         .conn()
-                        .llen::<_, u64>(format!("{{app}}:processing:{id}"))
+                        .llen::<_, u64>(keys().processing(id))
                         .unwrap_or(0)
                         > 0
                 })
@@ -458,7 +394,7 @@ fn a_processor_paused_for_long_rejoins_under_a_new_id_and_its_old_claims_have_no
             old_ids.iter().all(|id| {
                 !server
                     .conn()
-                    .exists::<_, bool>(format!("{{app}}:processing:{id}"))
+                    .exists::<_, bool>(keys().processing(id))
                     .unwrap_or(true)
             })
         },
@@ -477,7 +413,7 @@ fn a_processor_paused_for_long_rejoins_under_a_new_id_and_its_old_claims_have_no
     wait_generated(&server, after + 4, Duration::from_secs(10));
     let mut copies = vec![generator];
     stop_all(&server, &mut copies);
-    wait_drained(&server, Duration::from_secs(15));
+    wait_queue_empty(&server, Duration::from_secs(15));
     let mut rest = vec![sleeper, other];
     stop_all(&server, &mut rest);
     let records = audit_exactly_once(&server, &get_errors(&server));
@@ -509,10 +445,10 @@ fn a_claim_whose_answer_is_lost_does_not_strand_its_messages() {
     // What a claim leaves behind when Redis ran it but its answer was lost:
     // a message in the copy's processing list that the copy knows nothing of.
     let mut conn = server.conn();
-    let _: () = conn.set("{app}:seq", 1).expect("set");
+    let _: () = conn.set(keys().seq(), 1).expect("set");
     let message = r#"{"seq":1,"epoch":1,"producer":"p","text":"orphan","generated_at_ms":1}"#;
     let _: () = conn
-        .lpush(format!("{{app}}:processing:{}", id[0]), message)
+        .lpush(keys().processing(&id[0]), message)
         .expect("lpush");
     // The connection drops: the copy cannot tell which answers it missed.
     proxy.cut();

@@ -9,13 +9,11 @@
 //! a repeated error is logged again (about 3.5 minutes); `HOSTILE_LOGS=1`
 //! prints the copies' logs.
 
-mod common;
-
-use common::*;
 use redis::Commands;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+use testkit::*;
 
 /// Seqs from here on are written by the test, never by a generator.
 const HOSTILE_SEQ: u64 = 1_000_000_000;
@@ -130,12 +128,12 @@ fn still_broken(conn: &mut redis::Connection, broken: &BrokenKey) -> bool {
 /// (and so read the broken key) while it is broken.
 fn break_for_a_while(server: &RedisServer, key: &str, junk: &str, takeover: bool) -> String {
     let mut conn = server.conn();
-    let broken = if key.starts_with("{app}:processing:") {
+    let broken = if key.starts_with(&keys().processing("")) {
         break_list_while_it_holds(&mut conn, key, Duration::from_secs(5))
     } else {
         break_key(&mut conn, key, junk)
     };
-    let held = match (&broken.dump, key.starts_with("{app}:processing:")) {
+    let held = match (&broken.dump, key.starts_with(&keys().processing(""))) {
         (Some(_), true) => {
             // The messages it held are only in the dump until it is restored.
             let copy = "{app}:held-by-test";
@@ -154,9 +152,9 @@ fn break_for_a_while(server: &RedisServer, key: &str, junk: &str, takeover: bool
         _ => String::new(),
     };
     if takeover {
-        let _: () = conn.del("{app}:lease").expect("DEL lease");
+        let _: () = conn.del(keys().lease()).expect("DEL lease");
     }
-    let seq_then: Option<String> = conn.get("{app}:seq").ok();
+    let seq_then: Option<String> = conn.get(keys().seq()).ok();
     let mut how = String::new();
     wait_until(
         &format!("status to name {key} (now a {junk})"),
@@ -190,9 +188,9 @@ fn break_for_a_while(server: &RedisServer, key: &str, junk: &str, takeover: bool
     wait_until("the time the key stays broken", keep * 2, || {
         broken.broken_at.elapsed() >= keep
     });
-    if key == "{app}:lease" && junk != "string" {
+    if key == keys().lease() && junk != "string" {
         // No generator can enqueue while the lease cannot be read.
-        let seq_now: Option<String> = conn.get("{app}:seq").ok();
+        let seq_now: Option<String> = conn.get(keys().seq()).ok();
         assert_eq!(
             seq_then, seq_now,
             "a message was enqueued while the lease was a {junk}"
@@ -239,8 +237,11 @@ fn hostile_namespace() {
         Duration::from_secs(10),
         || {
             let s = status(&server);
-            let leader = s["leader"]["id"].as_str().unwrap_or_default().to_string();
-            let workers = s["workers"].as_array().cloned().unwrap_or_default();
+            let leader = s["generator"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let workers = s["copies"].as_array().cloned().unwrap_or_default();
             if let Some(w) = workers.iter().find(|w| w["id"].as_str() != Some(&leader)) {
                 processor_id = w["id"].as_str().unwrap_or_default().to_string();
             }
@@ -249,11 +250,8 @@ fn hostile_namespace() {
     );
 
     // a) Every key of the namespace, in turn, of the wrong type.
-    let processing = format!("{{app}}:processing:{processor_id}");
-    let mut targets: Vec<(String, &str)> = NAMESPACE_KEYS
-        .iter()
-        .map(|(k, kind)| (k.to_string(), *kind))
-        .collect();
+    let processing = keys().processing(&processor_id);
+    let mut targets = namespace_keys();
     targets.push((processing.clone(), "list"));
     let cycle = ["string", "list", "hash", "set", "zset"];
     let mut turn = 0;
@@ -277,7 +275,7 @@ fn hostile_namespace() {
             // A non-integer epoch is only read when the lease is taken: status
             // does not check its value (see the report), so make a copy take
             // the lease while it is broken.
-            let takeover = key == "{app}:epoch" && junk == "string";
+            let takeover = *key == keys().epoch() && junk == "string";
             let how = break_for_a_while(&server, key, junk, takeover);
             println!("  {key} as a {shown}: {how}");
             broken_keys.push(key.clone());
@@ -296,19 +294,19 @@ fn hostile_namespace() {
     let odd = odd_items();
     let mut conn = server.conn();
     for o in &odd {
-        let _: () = conn.lpush("{app}:queue", &o.bytes).expect("LPUSH");
+        let _: () = conn.lpush(keys().queue(), &o.bytes).expect("LPUSH");
     }
     let hostile_seqs = [1_000_000_001, 1_000_000_011];
     let _: () = conn
-        .lpush("{app}:queue", valid_hostile(hostile_seqs[0]))
+        .lpush(keys().queue(), valid_hostile(hostile_seqs[0]))
         .expect("LPUSH");
     let mut ghost_items: Vec<Vec<u8>> = odd.iter().map(|o| o.bytes.clone()).collect();
     ghost_items.push(valid_hostile(hostile_seqs[1]).into_bytes());
     let _: () = conn
-        .rpush(format!("{{app}}:processing:{GHOST}"), ghost_items)
+        .rpush(keys().processing(GHOST), ghost_items)
         .expect("RPUSH");
     let _: () = conn
-        .hset("{app}:copies", GHOST, "not JSON \x1b[31m")
+        .hset(keys().registry(), GHOST, "not JSON \x1b[31m")
         .expect("HSET");
     wait_until(
         "every odd item in dead-letter twice and both hostile messages processed",
@@ -323,7 +321,7 @@ fn hostile_namespace() {
             }
             let errors: Vec<Vec<u8>> = server
                 .conn()
-                .lrange("{app}:errors", 0, -1)
+                .lrange(keys().errors(), 0, -1)
                 .unwrap_or_default();
             let hostile_done = hostile_seqs.iter().all(|seq| {
                 errors
@@ -423,7 +421,7 @@ fn audit(server: &RedisServer, records: &[Record], odd: &[Odd], hostile: &[u64])
     for r in records {
         place(r.seq, format!("error record by {}", r.processor));
     }
-    let processing: Vec<String> = conn.keys("{app}:processing:*").unwrap_or_default();
+    let processing: Vec<String> = conn.keys(keys().processing("*")).unwrap_or_default();
     let mut held = Vec::new();
     for list in &processing {
         let n: u64 = conn.llen(list).unwrap_or(0);
@@ -435,9 +433,9 @@ fn audit(server: &RedisServer, records: &[Record], odd: &[Odd], hostile: &[u64])
         held.is_empty(),
         "messages left in processing lists: {held:?}"
     );
-    let mut lists: Vec<String> = vec!["{app}:queue".into()];
+    let mut lists: Vec<String> = vec![keys().queue()];
     lists.extend(
-        conn.keys::<_, Vec<String>>("{app}:draining:*")
+        conn.keys::<_, Vec<String>>(keys().draining("*"))
             .unwrap_or_default(),
     );
     let mut queued = 0;

@@ -1,19 +1,9 @@
 //! Measurements for the README and release notes, not pass/fail tests:
-//! `cargo test --release --test measure -- --ignored --nocapture`.
+//! `cargo test --release --test suite measure -- --ignored --nocapture`.
 //! They still assert the guarantees they pass through (exactly once, G2).
 
-mod common;
-
-use common::*;
 use std::time::Duration;
-
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
+use testkit::*;
 
 #[test]
 #[ignore = "a measurement: run with --ignored --nocapture"]
@@ -65,7 +55,7 @@ fn cadence_latency_and_failover_at_the_default_settings() {
     // 2. Failover: kill -9 the generator five times, keeping three copies.
     let mut gaps = Vec::new();
     for round in 0..5 {
-        let leader = leader_pid(&server).expect("a generator");
+        let leader = generator_pid(&server).expect("a generator");
         let before = generated(&server);
         wait_until("3 more messages", Duration::from_secs(10), || {
             generated(&server) >= before + 3
@@ -77,7 +67,7 @@ fn cadence_latency_and_failover_at_the_default_settings() {
         let mut victim = copies.remove(index);
         victim.kill9();
         wait_until("a new generator", Duration::from_secs(10), || {
-            leader_pid(&server).is_some_and(|p| p != leader)
+            generator_pid(&server).is_some_and(|p| p != leader)
         });
         let after = generated(&server);
         wait_until("a new message", Duration::from_secs(10), || {
@@ -107,7 +97,7 @@ fn get_errors_keeping(server: &RedisServer) -> Vec<Record> {
     use redis::Commands;
     let items: Vec<String> = server
         .conn()
-        .lrange("{app}:errors", 0, -1)
+        .lrange(keys().errors(), 0, -1)
         .unwrap_or_default();
     items
         .iter()

@@ -1,11 +1,9 @@
 //! The command line of the real binary: settings precedence, validation,
 //! exit codes and the one-line errors for an unreachable or locked Redis.
 
-mod common;
-
-use common::*;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+use testkit::*;
 
 fn app(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> Output {
     let mut cmd = Command::new(app_binary());

@@ -1,11 +1,13 @@
 //! The test harness: a real `redis-server` on a free port in a temporary
 //! directory, real `app` processes, and an audit of where every message is.
 //! Everything started here is killed when its handle drops.
-#![allow(dead_code)]
 
 pub mod proxy;
 
 use redis::Commands;
+use redis_ql::connection::Redis;
+use redis_ql::keys::Keys;
+use redis_ql::settings::{RedisSettings, Settings};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -156,12 +158,18 @@ impl Drop for RedisServer {
 }
 
 /// The `app` under test: `$APP_BIN` when set (to run the suite against
-/// another build, e.g. an older one), else the one cargo built.
+/// another build, e.g. an older one), else the one cargo built beside the
+/// test binary (`target/<profile>/app`, the test being in `deps/`).
 pub fn app_binary() -> String {
+    let built = || {
+        let exe = std::env::current_exe().ok()?;
+        let app = exe.parent()?.parent()?.join("app");
+        app.exists().then(|| app.display().to_string())
+    };
     std::env::var("APP_BIN")
         .ok()
         .filter(|bin| !bin.is_empty())
-        .or(option_env!("CARGO_BIN_EXE_app").map(String::from))
+        .or_else(built)
         .unwrap_or_else(|| "app".to_string())
 }
 
@@ -263,8 +271,8 @@ pub fn status(server: &RedisServer) -> Value {
 }
 
 /// The pid of the copy holding the lease, if any.
-pub fn leader_pid(server: &RedisServer) -> Option<u64> {
-    status(server)["leader"]["pid"].as_u64()
+pub fn generator_pid(server: &RedisServer) -> Option<u64> {
+    status(server)["generator"]["pid"].as_u64()
 }
 
 pub fn generated(server: &RedisServer) -> u64 {
@@ -322,8 +330,8 @@ pub struct Stamp {
 /// error records, sorted by seq: the whole history of the run.
 pub fn timeline(server: &RedisServer, records: &[Record]) -> Vec<Stamp> {
     let mut conn = server.conn();
-    let mut lists: Vec<String> = vec!["{app}:queue".into()];
-    let keys: Vec<String> = conn.keys("{app}:processing:*").unwrap_or_default();
+    let mut lists: Vec<String> = vec![keys().queue()];
+    let keys: Vec<String> = conn.keys(keys().processing("*")).unwrap_or_default();
     lists.extend(keys);
     let mut stamps: Vec<Stamp> = records
         .iter()
@@ -359,11 +367,11 @@ pub fn timeline(server: &RedisServer, records: &[Record]) -> Vec<Stamp> {
 pub fn seqs_outside_errors(server: &RedisServer) -> BTreeMap<u64, Vec<String>> {
     let mut conn = server.conn();
     let mut places: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-    let mut lists: Vec<String> = vec!["{app}:queue".into()];
-    let keys: Vec<String> = conn.keys("{app}:processing:*").unwrap_or_default();
-    lists.extend(keys);
-    let keys: Vec<String> = conn.keys("{app}:draining:*").unwrap_or_default();
-    lists.extend(keys);
+    let mut lists: Vec<String> = vec![keys().queue()];
+    let processing: Vec<String> = conn.keys(keys().processing("*")).unwrap_or_default();
+    lists.extend(processing);
+    let draining: Vec<String> = conn.keys(keys().draining("*")).unwrap_or_default();
+    lists.extend(draining);
     for list in &lists {
         let items: Vec<String> = conn.lrange(list, 0, -1).unwrap_or_default();
         for item in items {
@@ -375,7 +383,7 @@ pub fn seqs_outside_errors(server: &RedisServer) -> BTreeMap<u64, Vec<String>> {
     }
     // Dead-letter records keep hostile items byte for byte: read them lossily.
     let dead: Vec<Vec<u8>> = conn
-        .lrange("{app}:dead", 0, -1)
+        .lrange(keys().dead(), 0, -1)
         .expect("the dead-letter list");
     for record in dead {
         let v: Value =
@@ -471,17 +479,17 @@ pub fn wait_generated(server: &RedisServer, at_least: u64, deadline: Duration) {
 }
 
 /// Waits until no message is queued or in flight.
-pub fn wait_drained(server: &RedisServer, deadline: Duration) {
+pub fn wait_queue_empty(server: &RedisServer, deadline: Duration) {
     wait_until("nothing queued or in flight", deadline, || {
         let s = status(server);
         s["queue"].as_u64() == Some(0) && s["in_flight"].as_u64() == Some(0)
     });
 }
 
-pub fn wait_leader(server: &RedisServer, not: Option<u64>) -> u64 {
+pub fn wait_generator(server: &RedisServer, not: Option<u64>) -> u64 {
     let mut pid = 0;
     wait_until("a generator", Duration::from_secs(10), || {
-        pid = leader_pid(server).unwrap_or(0);
+        pid = generator_pid(server).unwrap_or(0);
         pid != 0 && Some(pid) != not
     });
     pid
@@ -490,7 +498,7 @@ pub fn wait_leader(server: &RedisServer, not: Option<u64>) -> u64 {
 /// Stops every copy with SIGTERM, the generator last so that nobody takes
 /// over meanwhile, and checks that each exits 0.
 pub fn stop_all(server: &RedisServer, copies: &mut [Copy]) {
-    let leader = leader_pid(server);
+    let leader = generator_pid(server);
     let (mut first, mut last): (Vec<&mut Copy>, Vec<&mut Copy>) = copies
         .iter_mut()
         .partition(|c| Some(c.pid() as u64) != leader);
@@ -535,20 +543,23 @@ pub fn gaps_between_epochs(records: &[Stamp]) -> Vec<u64> {
 
 /// The fixed keys of the namespace `app` and the kind redis-ql keeps in each
 /// (`counter` is a string holding an integer).
-pub const NAMESPACE_KEYS: &[(&str, &str)] = &[
-    ("{app}:lease", "string"),
-    ("{app}:epoch", "counter"),
-    ("{app}:seq", "counter"),
-    ("{app}:last-enqueue", "string"),
-    ("{app}:queue", "list"),
-    ("{app}:copies", "hash"),
-    ("{app}:janitor", "string"),
-    ("{app}:processed", "counter"),
-    ("{app}:errors", "list"),
-    ("{app}:errors-total", "counter"),
-    ("{app}:dead", "list"),
-    ("{app}:drains", "set"),
-];
+pub fn namespace_keys() -> Vec<(String, &'static str)> {
+    let keys = keys();
+    vec![
+        (keys.lease(), "string"),
+        (keys.epoch(), "counter"),
+        (keys.seq(), "counter"),
+        (keys.last_enqueue(), "string"),
+        (keys.queue(), "list"),
+        (keys.registry(), "hash"),
+        (keys.janitor_lock(), "string"),
+        (keys.processed(), "counter"),
+        (keys.errors(), "list"),
+        (keys.errors_total(), "counter"),
+        (keys.dead(), "list"),
+        (keys.drains(), "set"),
+    ]
+}
 
 /// The value of the wrong type a test wrote over a key, and what was there.
 #[derive(Debug, Clone)]
@@ -667,7 +678,7 @@ pub fn status_names_key(status: &Value, key: &str, within: Duration) -> bool {
         ps.iter()
             .any(|p| p.as_str().is_some_and(|p| p.contains(key)))
     });
-    let in_errors = status["workers"].as_array().is_some_and(|ws| {
+    let in_errors = status["copies"].as_array().is_some_and(|ws| {
         ws.iter().any(|w| {
             w["last_error"].as_str().is_some_and(|e| e.contains(key))
                 && w["last_error_ms_ago"]
@@ -683,7 +694,7 @@ pub fn status_names_key(status: &Value, key: &str, within: Duration) -> bool {
 pub fn dead_records(server: &RedisServer) -> Vec<(Value, String)> {
     let raw: Vec<Vec<u8>> = server
         .conn()
-        .lrange("{app}:dead", 0, -1)
+        .lrange(keys().dead(), 0, -1)
         .unwrap_or_default();
     raw.iter()
         .rev()
@@ -732,4 +743,35 @@ pub fn break_list_while_it_holds(
         std::thread::sleep(Duration::from_millis(1));
     }
     break_key(conn, key, "string")
+}
+
+/// The key names of the namespace every test uses, `app`, as the library
+/// spells them: no test writes a key name by hand.
+pub fn keys() -> Keys {
+    Keys::new("app")
+}
+
+/// The `p`th percentile (0 to 100) of sorted values; 0 for none.
+pub fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// The library's settings for the Redis at `url`, as `app --url URL` takes them.
+pub fn redis_settings(url: &str) -> RedisSettings {
+    Settings::from_args(["--url", url, "status"])
+        .expect("settings for the test Redis")
+        .redis
+}
+
+/// The library's connection to the test server, and its keys.
+pub async fn connect(server: &RedisServer) -> (Redis, Keys) {
+    let settings = redis_settings(&format!("redis://127.0.0.1:{}", server.port));
+    let redis = redis_ql::connection::connect(&settings, "test", Duration::from_secs(2))
+        .await
+        .expect("connect to the test Redis");
+    (redis, keys())
 }

@@ -4,16 +4,14 @@
 //! endpoints and ports that are not Redis. Real processes against a real
 //! Redis, each audited.
 
-mod common;
-
-use common::proxy::{Mode, Proxy};
-use common::*;
 use redis::Commands;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use testkit::proxy::{Mode, Proxy};
+use testkit::*;
 
 /// `n` error records in the errors list, seq 1..=n, each with `pad` bytes of text.
 fn fill_errors(server: &RedisServer, n: u64, pad: usize) {
@@ -29,7 +27,7 @@ fn fill_errors(server: &RedisServer, n: u64, pad: usize) {
         })
         .collect();
     for chunk in records.chunks(500) {
-        let _: () = conn.lpush("{app}:errors", chunk).expect("lpush");
+        let _: () = conn.lpush(keys().errors(), chunk).expect("lpush");
     }
 }
 
@@ -43,9 +41,11 @@ fn message(seq: u64, text: &str) -> String {
 fn queue_messages(server: &RedisServer, n: u64) {
     let mut conn = server.conn();
     for seq in 1..=n {
-        let _: () = conn.lpush("{app}:queue", message(seq, "x")).expect("lpush");
+        let _: () = conn
+            .lpush(keys().queue(), message(seq, "x"))
+            .expect("lpush");
     }
-    let _: () = conn.set("{app}:seq", n).expect("set seq");
+    let _: () = conn.set(keys().seq(), n).expect("set seq");
 }
 
 fn get_errors_child(server: &RedisServer) -> Child {
@@ -117,7 +117,7 @@ fn get_errors_with_a_reader_that_waits_prints_nothing_twice() {
     let seqs = seqs_of(&out);
     no_duplicates(&seqs);
     assert_eq!(seqs.len(), 3000, "every error printed once");
-    let left: u64 = server.conn().llen("{app}:errors").expect("llen");
+    let left: u64 = server.conn().llen(keys().errors()).expect("llen");
     assert_eq!(left, 0);
 }
 
@@ -132,7 +132,7 @@ fn a_dead_get_errors_run_gives_its_batch_back_with_no_copy_running() {
     // Blocked on its reader with a batch in hand: it has taken more than a
     // pipe holds, and what it holds has stopped changing.
     let held = || -> Option<(String, u64)> {
-        let runs: Vec<String> = server.conn().keys("{app}:draining:*").unwrap_or_default();
+        let runs: Vec<String> = server.conn().keys(keys().draining("*")).unwrap_or_default();
         runs.into_iter()
             .map(|k| {
                 let n = server.conn().llen::<_, u64>(&k).unwrap_or(0);
@@ -145,7 +145,7 @@ fn a_dead_get_errors_run_gives_its_batch_back_with_no_copy_running() {
         "a run blocked on its reader",
         Duration::from_secs(10),
         || {
-            let left: u64 = server.conn().llen("{app}:errors").unwrap_or(2000);
+            let left: u64 = server.conn().llen(keys().errors()).unwrap_or(2000);
             let now = held().map(|held| (held, left));
             let stable = now.is_some() && now == last;
             last = now;
@@ -184,7 +184,7 @@ fn a_dead_get_errors_run_gives_its_batch_back_with_no_copy_running() {
             let out = run_app(&server, &["get-errors", "--json"]);
             printed.extend(seqs_of(&String::from_utf8_lossy(&out.stdout)));
             String::from_utf8_lossy(&out.stderr).contains("; 0 remain")
-                && server.conn().llen::<_, u64>("{app}:errors").unwrap_or(1) == 0
+                && server.conn().llen::<_, u64>(keys().errors()).unwrap_or(1) == 0
         },
     );
     // Lines in the pipe when the run was killed had been settled before it
@@ -194,7 +194,7 @@ fn a_dead_get_errors_run_gives_its_batch_back_with_no_copy_running() {
     all.sort_unstable();
     all.dedup();
     assert_eq!(all, (1..=2000).collect::<Vec<_>>(), "no error lost");
-    let drains: u64 = server.conn().scard("{app}:drains").expect("scard");
+    let drains: u64 = server.conn().scard(keys().drains()).expect("scard");
     assert_eq!(drains, 0);
 }
 
@@ -219,14 +219,14 @@ fn an_oversized_item_goes_to_dead_letter_and_stalls_nobody() {
     let mut copies = start_copies(&server, 2, &["--interval-ms", "50"]);
     wait_generated(&server, 5, Duration::from_secs(10));
     let huge = message(0, &"h".repeat(20 << 20));
-    let _: () = server.conn().rpush("{app}:queue", &huge).expect("push");
+    let _: () = server.conn().rpush(keys().queue(), &huge).expect("push");
     wait_until(
         "the huge item in dead-letter",
         Duration::from_secs(10),
         || {
             let dead: Vec<Vec<u8>> = server
                 .conn()
-                .lrange("{app}:dead", 0, -1)
+                .lrange(keys().dead(), 0, -1)
                 .unwrap_or_default();
             dead.iter().any(|d| {
                 let v: serde_json::Value =
@@ -251,15 +251,15 @@ fn an_item_that_grows_when_escaped_cannot_block_the_acks() {
     let mut copies = start_copies(&server, 2, &["--interval-ms", "50"]);
     wait_generated(&server, 5, Duration::from_secs(10));
     let control = vec![1u8; 600 * 1024];
-    let _: () = server.conn().rpush("{app}:queue", &control).expect("push");
+    let _: () = server.conn().rpush(keys().queue(), &control).expect("push");
     let small = vec![2u8; 100 * 1024];
-    let _: () = server.conn().rpush("{app}:queue", &small).expect("push");
+    let _: () = server.conn().rpush(keys().queue(), &small).expect("push");
     wait_until("both items in dead-letter", Duration::from_secs(10), || {
-        server.conn().llen::<_, u64>("{app}:dead").unwrap_or(0) >= 2
+        server.conn().llen::<_, u64>(keys().dead()).unwrap_or(0) >= 2
     });
     copies_went_on_and_lost_nothing(&server, &mut copies);
     // The 100 KB one fits and keeps every byte, however hostile.
-    let dead: Vec<Vec<u8>> = server.conn().lrange("{app}:dead", 0, -1).expect("dead");
+    let dead: Vec<Vec<u8>> = server.conn().lrange(keys().dead(), 0, -1).expect("dead");
     assert!(dead.iter().any(|d| {
         let v: serde_json::Value = serde_json::from_slice(d).unwrap_or_default();
         v["bytes"].as_u64() == Some(small.len() as u64) && v["truncated"].is_null()
@@ -343,7 +343,7 @@ impl Monitor {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 // The enqueue script's own LPUSH: a refused call pushes nothing.
-                if line.contains("[0 lua] \"LPUSH\" \"{app}:queue\"") {
+                if line.contains(&format!("[0 lua] \"LPUSH\" \"{}\"", keys().queue())) {
                     if let Some(t) = line.split(' ').next().and_then(|t| t.parse::<f64>().ok()) {
                         sink.lock().unwrap_or_else(|p| p.into_inner()).push(t);
                     }
@@ -422,7 +422,7 @@ fn a_handover_between_hosts_whose_clocks_disagree_keeps_the_spacing() {
     for skew in ["+0.7", "-0.7"] {
         let mut old = Copy::start(&server, "old", &[]);
         wait_until("old leads", Duration::from_secs(10), || {
-            leader_pid(&server) == Some(old.pid() as u64)
+            generator_pid(&server) == Some(old.pid() as u64)
         });
         let log = server.dir.path().join(format!("new{skew}.log"));
         let mut new = Command::new(app_binary())
@@ -435,7 +435,7 @@ fn a_handover_between_hosts_whose_clocks_disagree_keeps_the_spacing() {
             .spawn()
             .expect("new copy");
         wait_until("new registered", Duration::from_secs(10), || {
-            status(&server)["workers"]
+            status(&server)["copies"]
                 .as_array()
                 .is_some_and(|w| w.len() == 2)
         });
@@ -450,7 +450,7 @@ fn a_handover_between_hosts_whose_clocks_disagree_keeps_the_spacing() {
         );
         let _ = new.kill();
         let _ = new.wait();
-        let _: () = server.conn().del("{app}:lease").expect("del");
+        let _: () = server.conn().del(keys().lease()).expect("del");
     }
     let gaps = monitor.gaps_ms();
     let closest = gaps.iter().cloned().fold(f64::MAX, f64::min);
@@ -466,7 +466,7 @@ fn a_handover_between_hosts_whose_clocks_disagree_keeps_the_spacing() {
 fn a_broken_or_closed_stderr_never_stops_a_copy_from_shutting_down() {
     let _serial = serial();
     let server = RedisServer::start();
-    let registered = |n: usize| status(&server)["workers"].as_array().map(Vec::len) == Some(n);
+    let registered = |n: usize| status(&server)["copies"].as_array().map(Vec::len) == Some(n);
 
     // The reader of stderr goes away, then SIGTERM: a clean exit, deregistered.
     let mut piped = Command::new(app_binary())
@@ -508,7 +508,10 @@ fn a_broken_or_closed_stderr_never_stops_a_copy_from_shutting_down() {
     );
     wait_until("registered", Duration::from_secs(10), || registered(1));
     queue_messages(&server, 1);
-    let _: () = server.conn().publish("{app}:wake", "job").expect("publish");
+    let _: () = server
+        .conn()
+        .publish(keys().wake_channel(), "job")
+        .expect("publish");
     wait_until("a message in hand", Duration::from_secs(5), || {
         status(&server)["in_flight"] == 1
     });
@@ -535,7 +538,7 @@ fn errors_that_are_not_io_are_named_in_the_log_and_in_status() {
         .query(&mut conn)
         .expect("oom");
     wait_until("OOM named in status", Duration::from_secs(10), || {
-        status(&server)["workers"].as_array().is_some_and(|w| {
+        status(&server)["copies"].as_array().is_some_and(|w| {
             w.iter()
                 .any(|w| w["last_error"].as_str().is_some_and(|e| e.contains("OOM")))
         })
@@ -602,7 +605,7 @@ fn deadlines_hold_whatever_the_lease_and_a_port_that_is_not_redis_is_named() {
         &["--lease-ms", "600000", "--role", "processor"],
     );
     wait_until("registered", Duration::from_secs(10), || {
-        status(&server)["workers"]
+        status(&server)["copies"]
             .as_array()
             .is_some_and(|w| w.len() == 1)
     });
@@ -667,11 +670,11 @@ fn status_marks_dead_copies() {
     let server = RedisServer::start();
     let mut copy = Copy::start(&server, "doomed", &["--role", "processor"]);
     wait_until("registered", Duration::from_secs(10), || {
-        status(&server)["workers"][0]["alive"] == true
+        status(&server)["copies"][0]["alive"] == true
     });
     copy.kill9();
     wait_until("marked dead", Duration::from_secs(6), || {
-        status(&server)["workers"][0]["alive"] == false
+        status(&server)["copies"][0]["alive"] == false
     });
     let table = String::from_utf8_lossy(&run_app(&server, &["status"]).stdout).to_string();
     assert!(
@@ -723,19 +726,19 @@ fn counters_at_their_limits_and_stray_locks_stop_nothing() {
     let server = RedisServer::start();
     let mut conn = server.conn();
     let max = r#"{"deliveries":4294967295,"seq":1,"epoch":1,"producer":"x","text":"t","generated_at_ms":1}"#;
-    let _: () = conn.lpush("{app}:queue", max).expect("push");
-    let _: () = conn.set("{app}:seq", 99_999_999_999_998u64).expect("seq");
+    let _: () = conn.lpush(keys().queue(), max).expect("push");
+    let _: () = conn.set(keys().seq(), 99_999_999_999_998u64).expect("seq");
     let _: () = conn
-        .set("{app}:epoch", 100_000_000_000_000u64)
+        .set(keys().epoch(), 100_000_000_000_000u64)
         .expect("epoch");
     let _: () = redis::cmd("SET")
-        .arg("{app}:last-enqueue")
+        .arg(keys().last_enqueue())
         .arg("1 1 x")
         .arg("PX")
         .arg(100_000_000)
         .query(&mut conn)
         .expect("last-enqueue");
-    let _: () = conn.set("{app}:janitor", "hostile").expect("janitor");
+    let _: () = conn.set(keys().janitor_lock(), "hostile").expect("janitor");
     let mut copies = [
         Copy::start(&server, "g", ALL_ERRORS),
         Copy::start(
@@ -769,7 +772,7 @@ fn counters_at_their_limits_and_stray_locks_stop_nothing() {
         "the held copy holding messages",
         Duration::from_secs(10),
         || {
-            status(&server)["workers"].as_array().is_some_and(|w| {
+            status(&server)["copies"].as_array().is_some_and(|w| {
                 w.iter()
                     .any(|w| w["name"] == "held" && w["in_flight"].as_u64().unwrap_or(0) > 0)
             })
@@ -782,7 +785,7 @@ fn counters_at_their_limits_and_stray_locks_stop_nothing() {
         Duration::from_secs(30),
         || {
             let s = status(&server);
-            s["workers"].as_array().is_some_and(|w| w.len() == 2) && s["in_flight"] == 0
+            s["copies"].as_array().is_some_and(|w| w.len() == 2) && s["in_flight"] == 0
         },
     );
     stop_all(&server, &mut copies[..2]);
@@ -805,7 +808,7 @@ fn counters_at_their_limits_and_stray_locks_stop_nothing() {
         .iter()
         .all(|r| r.seq == 1 || r.epoch >= 100_000_000_000_001));
     let max_seen = records.iter().find(|r| r.seq == 1).map(|r| r.deliveries);
-    let in_dead: u64 = conn.llen("{app}:dead").expect("dead");
+    let in_dead: u64 = conn.llen(keys().dead()).expect("dead");
     assert!(
         max_seen == Some(u32::MAX) || in_dead == 1,
         "{max_seen:?}, dead {in_dead}"

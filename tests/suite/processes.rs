@@ -3,12 +3,10 @@
 //! Every test runs with `--error-rate 1`, so every processed message leaves
 //! an error record and `get-errors --json` is the audit trail.
 
-mod common;
-
-use common::*;
 use redis::Commands;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
+use testkit::*;
 
 #[test]
 fn three_copies_elect_one_generator_on_a_steady_grid() {
@@ -46,7 +44,7 @@ fn kill_9_of_the_generator_fails_over_within_lease_plus_interval() {
     let _serial = serial();
     let server = RedisServer::start();
     let mut copies = start_copies(&server, 3, &[]);
-    let mut leader = wait_leader(&server, None);
+    let mut leader = wait_generator(&server, None);
     for _ in 0..2 {
         let before = generated(&server);
         wait_generated(&server, before + 3, Duration::from_secs(10));
@@ -55,7 +53,7 @@ fn kill_9_of_the_generator_fails_over_within_lease_plus_interval() {
             .find(|c| c.pid() as u64 == leader)
             .expect("leader is ours");
         killed.kill9();
-        leader = wait_leader(&server, Some(leader));
+        leader = wait_generator(&server, Some(leader));
         let after = generated(&server);
         wait_generated(&server, after + 3, Duration::from_secs(10));
     }
@@ -79,7 +77,7 @@ fn kill_9_of_a_processor_holding_messages_redelivers_them_once() {
     let _serial = serial();
     let server = RedisServer::start();
     let generator = Copy::start(&server, "gen", ALL_ERRORS);
-    wait_leader(&server, None);
+    wait_generator(&server, None);
     let mut victim = Copy::start(
         &server,
         "victim",
@@ -99,7 +97,7 @@ fn kill_9_of_a_processor_holding_messages_redelivers_them_once() {
     let victim_id = {
         let mut id = None;
         wait_until("the victim to register", Duration::from_secs(10), || {
-            id = status(&server)["workers"]
+            id = status(&server)["copies"]
                 .as_array()
                 .and_then(|ws| {
                     ws.iter()
@@ -110,7 +108,7 @@ fn kill_9_of_a_processor_holding_messages_redelivers_them_once() {
         });
         id.unwrap_or_default()
     };
-    let processing = format!("{{app}}:processing:{victim_id}");
+    let processing = keys().processing(&victim_id);
     wait_until(
         "the victim to hold 2 messages",
         Duration::from_secs(10),
@@ -134,7 +132,7 @@ fn kill_9_of_a_processor_holding_messages_redelivers_them_once() {
     );
     let mut copies = vec![generator];
     stop_all(&server, &mut copies);
-    wait_drained(&server, Duration::from_secs(10));
+    wait_queue_empty(&server, Duration::from_secs(10));
     stop_all(&server, std::slice::from_mut(&mut survivor));
     let records = audit_exactly_once(&server, &get_errors(&server));
     let redelivered: Vec<&Record> = records.iter().filter(|r| r.deliveries == 2).collect();
@@ -156,7 +154,7 @@ fn a_paused_generator_cannot_add_a_message_after_losing_the_lease() {
     let _serial = serial();
     let server = RedisServer::start();
     let mut copies = start_copies(&server, 3, &[]);
-    let paused = wait_leader(&server, None);
+    let paused = wait_generator(&server, None);
     wait_generated(&server, 3, Duration::from_secs(10));
     let copy = copies
         .iter()
@@ -164,7 +162,7 @@ fn a_paused_generator_cannot_add_a_message_after_losing_the_lease() {
         .expect("leader is ours");
     copy.signal("STOP");
     let stopped_at = Instant::now();
-    wait_leader(&server, Some(paused));
+    wait_generator(&server, Some(paused));
     // Stay paused for 3 × lease, then wake believing it still leads.
     wait_until("3 × lease of pause", Duration::from_secs(5), || {
         stopped_at.elapsed() >= Duration::from_millis(3000)
@@ -203,7 +201,7 @@ fn sigterm_of_the_generator_hands_over_within_one_interval() {
     let _serial = serial();
     let server = RedisServer::start();
     let mut copies = start_copies(&server, 2, &[]);
-    let leader = wait_leader(&server, None);
+    let leader = wait_generator(&server, None);
     wait_generated(&server, 4, Duration::from_secs(10));
     let copy = copies
         .iter_mut()
@@ -235,10 +233,10 @@ fn a_malformed_queue_item_goes_to_dead_letter_and_processing_goes_on() {
     wait_generated(&server, 2, Duration::from_secs(10));
     let garbage: [&[u8]; 4] = [b"not json", b"{\"seq\":\"seven\"}", b"\xff\xfe\x1b[2J", b""];
     for item in garbage {
-        let _: () = server.conn().lpush("{app}:queue", item).expect("push");
+        let _: () = server.conn().lpush(keys().queue(), item).expect("push");
     }
     wait_until("4 dead-letter records", Duration::from_secs(10), || {
-        server.conn().llen::<_, u64>("{app}:dead").unwrap_or(0) >= 4
+        server.conn().llen::<_, u64>(keys().dead()).unwrap_or(0) >= 4
     });
     let before = status(&server)["processed"].as_u64().unwrap_or(0);
     wait_until("processing to go on", Duration::from_secs(10), || {
@@ -246,7 +244,7 @@ fn a_malformed_queue_item_goes_to_dead_letter_and_processing_goes_on() {
     });
     let dead: Vec<Vec<u8>> = server
         .conn()
-        .lrange("{app}:dead", 0, -1)
+        .lrange(keys().dead(), 0, -1)
         .expect("dead list");
     for record in &dead {
         // The item is kept byte for byte, UTF-8 or not.
@@ -276,7 +274,7 @@ fn two_get_errors_at_once_print_disjoint_halves_of_everything() {
             "generated_at_ms": 1, "processor": "c", "detected_at_ms": 2, "deliveries": 1
         });
         let _: () = conn
-            .lpush("{app}:errors", record.to_string())
+            .lpush(keys().errors(), record.to_string())
             .expect("push");
     }
     let spawn = || {
@@ -320,7 +318,7 @@ fn two_get_errors_at_once_print_disjoint_halves_of_everything() {
         total as usize,
         "the union is everything"
     );
-    assert_eq!(conn.llen::<_, u64>("{app}:errors").expect("llen"), 0);
+    assert_eq!(conn.llen::<_, u64>(keys().errors()).expect("llen"), 0);
     assert!(String::from_utf8_lossy(&a.stderr).contains("remain"));
 }
 
@@ -335,11 +333,11 @@ fn get_errors_escapes_hostile_text_and_keeps_order_and_limit() {
             "generated_at_ms": 1, "processor": "c", "detected_at_ms": 2, "deliveries": 1
         });
         let _: () = conn
-            .lpush("{app}:errors", record.to_string())
+            .lpush(keys().errors(), record.to_string())
             .expect("push");
     }
     let _: () = conn
-        .lpush("{app}:errors", "\x1b]0;not a record\x07")
+        .lpush(keys().errors(), "\x1b]0;not a record\x07")
         .expect("push");
     let out = run_app(&server, &["get-errors", "--limit", "2"]);
     assert!(out.status.success());
@@ -375,10 +373,14 @@ fn status_json_carries_the_documented_fields() {
     let mut copies = start_copies(&server, 2, &[]);
     wait_generated(&server, 2, Duration::from_secs(10));
     wait_until("both copies registered", Duration::from_secs(5), || {
-        status(&server)["workers"].as_array().map_or(0, |w| w.len()) == 2
+        status(&server)["copies"].as_array().map_or(0, |w| w.len()) == 2
     });
     let s = status(&server);
+    assert_eq!(s["leader"], s["generator"], "the first name stays: {s}");
+    assert_eq!(s["workers"], s["copies"], "the first name stays: {s}");
     for field in [
+        "generator",
+        "copies",
         "leader",
         "workers",
         "queue",
@@ -392,9 +394,12 @@ fn status_json_carries_the_documented_fields() {
         assert!(s.get(field).is_some(), "missing {field}: {s}");
     }
     for field in ["id", "name", "host", "pid", "epoch", "lease_ms_left"] {
-        assert!(s["leader"].get(field).is_some(), "leader.{field}: {s}");
+        assert!(
+            s["generator"].get(field).is_some(),
+            "generator.{field}: {s}"
+        );
     }
-    for worker in s["workers"].as_array().expect("workers") {
+    for copy in s["copies"].as_array().expect("copies") {
         for field in [
             "id",
             "name",
@@ -406,10 +411,10 @@ fn status_json_carries_the_documented_fields() {
             "processed",
             "last_seen_ms_ago",
         ] {
-            assert!(worker.get(field).is_some(), "worker.{field}: {s}");
+            assert!(copy.get(field).is_some(), "copy.{field}: {s}");
         }
     }
-    let roles: HashSet<&str> = s["workers"]
+    let roles: HashSet<&str> = s["copies"]
         .as_array()
         .expect("workers")
         .iter()
@@ -434,7 +439,7 @@ fn a_copy_holds_two_named_connections_whatever_its_concurrency() {
         ),
     ];
     wait_generated(&server, 3, Duration::from_secs(10));
-    let wide_id = status(&server)["workers"]
+    let wide_id = status(&server)["copies"]
         .as_array()
         .and_then(|ws| {
             ws.iter().find_map(|w| {
@@ -471,7 +476,7 @@ fn promotion_never_waits_for_work_in_progress() {
     let server = RedisServer::start();
     let fast = ["--interval-ms", "20"];
     let mut generator = Copy::start(&server, "gen", &[ALL_ERRORS, &fast].concat());
-    let old = wait_leader(&server, None);
+    let old = wait_generator(&server, None);
     let busy_args = [
         ALL_ERRORS,
         &fast,
@@ -483,7 +488,7 @@ fn promotion_never_waits_for_work_in_progress() {
         "the busy copy to hold 50 messages",
         Duration::from_secs(10),
         || {
-            status(&server)["workers"].as_array().is_some_and(|ws| {
+            status(&server)["copies"].as_array().is_some_and(|ws| {
                 ws.iter().any(|w| {
                     w["pid"].as_u64() == Some(busy.pid() as u64)
                         && w["in_flight"].as_u64() >= Some(50)
@@ -493,11 +498,11 @@ fn promotion_never_waits_for_work_in_progress() {
     );
     generator.kill9();
     let killed_at = redis_ql::message::now_ms();
-    wait_leader(&server, Some(old));
+    wait_generator(&server, Some(old));
     let after = generated(&server);
     wait_generated(&server, after + 1, Duration::from_secs(5));
     let s = status(&server);
-    let held = s["workers"]
+    let held = s["copies"]
         .as_array()
         .and_then(|ws| {
             ws.iter()
@@ -532,7 +537,7 @@ fn as_fast_as_possible_every_message_is_still_processed_exactly_once() {
         "gen",
         &[ALL_ERRORS, &["--interval-ms", "0"]].concat(),
     );
-    wait_leader(&server, None);
+    wait_generator(&server, None);
     let processor = [ALL_ERRORS, &["--role", "processor", "--concurrency", "64"]].concat();
     let mut victim = Copy::start(&server, "victim", &processor);
     let survivor = Copy::start(&server, "survivor", &processor);
@@ -541,7 +546,7 @@ fn as_fast_as_possible_every_message_is_still_processed_exactly_once() {
     let after = generated(&server);
     wait_generated(&server, after + 5_000, Duration::from_secs(20));
     stop_all(&server, std::slice::from_mut(&mut generator));
-    wait_drained(&server, Duration::from_secs(30));
+    wait_queue_empty(&server, Duration::from_secs(30));
     let mut rest = vec![survivor];
     stop_all(&server, &mut rest);
     let records = audit_exactly_once(&server, &get_errors(&server));
