@@ -10,7 +10,10 @@ use std::path::PathBuf;
 fn arg(opt: &'static Opt) -> Arg {
     let mut arg = Arg::new(opt.name).long(opt.name).help(opt.help());
     arg = match opt.kind {
-        Kind::Flag => arg.action(ArgAction::SetTrue),
+        // From the environment, 1/0, true/false, yes/no and on/off.
+        Kind::Flag => arg
+            .action(ArgAction::SetTrue)
+            .value_parser(clap::builder::BoolishValueParser::new()),
         // Negative numbers reach the range check, which names the option.
         _ => arg
             .action(ArgAction::Set)

@@ -203,7 +203,23 @@ impl Redis {
 
 fn client(settings: &RedisSettings) -> Result<Client, Error> {
     let info = settings.connection_info()?;
-    Client::open(info).map_err(|e| Error::from_redis(&settings.address(), &e))
+    let client = match settings.tls.as_ref() {
+        Some(tls) => {
+            crate::tls::install_crypto();
+            if tls.insecure {
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| {
+                    warn!("--tls-insecure: the server's certificate is not checked; anyone on the way can read and change what is sent")
+                });
+            }
+            match tls.certificates() {
+                Some(certificates) => Client::build_with_tls(info, certificates),
+                None => Client::open(info),
+            }
+        }
+        None => Client::open(info),
+    };
+    client.map_err(|e| Error::from_redis(&settings.address(), &e))
 }
 
 /// Connects once; fails within a few `timeout`s when Redis cannot be reached.
@@ -252,7 +268,10 @@ pub async fn connect_retrying(
                 }
                 return Ok(Some(redis));
             }
-            Err(e @ (Error::Auth { .. } | Error::Settings(_))) => return Err(e),
+            // Neither a refused login nor a certificate fixes itself.
+            Err(e @ (Error::Auth { .. } | Error::Tls { .. } | Error::Settings(_))) => {
+                return Err(e)
+            }
             Err(e) => {
                 if last_said.is_none_or(|t| t.elapsed() >= Duration::from_secs(3)) {
                     warn!("{e}; retrying");
@@ -281,7 +300,10 @@ pub struct Signals {
 const SUBSCRIBER_PING: Duration = Duration::from_secs(3);
 
 /// Sends one command on a raw connection and reads its one-line reply.
-async fn raw_command(stream: &mut TcpStream, cmd: &redis::Cmd) -> Result<(), String> {
+async fn raw_command<S>(stream: &mut S, cmd: &redis::Cmd) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     stream
         .write_all(&cmd.get_packed_command())
         .await
@@ -306,30 +328,61 @@ async fn raw_command(stream: &mut TcpStream, cmd: &redis::Cmd) -> Result<(), Str
 /// the name are sent on the raw socket before redis-rs takes it over.
 async fn named_pubsub(settings: &RedisSettings, name: &str) -> Result<PubSub, String> {
     let info = settings.connection_info().map_err(|e| e.to_string())?;
-    let ConnectionAddr::Tcp(host, port) = info.addr() else {
-        return client(settings)
+    let login = info.redis_settings();
+    match (info.addr(), &settings.tls) {
+        (ConnectionAddr::TcpTls { host, port, .. }, Some(tls)) => {
+            let mut stream = within(crate::tls::connect(host, *port, tls)).await?;
+            name_the_stream(&mut stream, login, name).await?;
+            PubSub::new(&RedisConnectionInfo::default(), stream)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        (ConnectionAddr::Tcp(host, port), _) => {
+            let connect = async {
+                TcpStream::connect((host.as_str(), *port))
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            let mut stream = within(connect).await?;
+            name_the_stream(&mut stream, login, name).await?;
+            PubSub::new(&RedisConnectionInfo::default(), stream)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        _ => client(settings)
             .map_err(|e| e.to_string())?
             .get_async_pubsub()
             .await
-            .map_err(|e| e.to_string());
-    };
-    let connect = TcpStream::connect((host.as_str(), *port));
-    let mut stream = tokio::time::timeout(Duration::from_secs(5), connect)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// `connecting`, given up after 5 s.
+async fn within<T>(
+    connecting: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    tokio::time::timeout(Duration::from_secs(5), connecting)
         .await
         .map_err(|_| "connection timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    let login = info.redis_settings();
+}
+
+/// Logs in and sets the client name on a raw stream.
+async fn name_the_stream<S>(
+    stream: &mut S,
+    login: &RedisConnectionInfo,
+    name: &str,
+) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     if let Some(password) = login.password() {
         let mut auth = redis::cmd("AUTH");
         if let Some(user) = login.username() {
             auth.arg(user);
         }
-        raw_command(&mut stream, auth.arg(password)).await?;
+        raw_command(stream, auth.arg(password)).await?;
     }
-    raw_command(&mut stream, redis::cmd("CLIENT").arg("SETNAME").arg(name)).await?;
-    PubSub::new(&RedisConnectionInfo::default(), stream)
-        .await
-        .map_err(|e| e.to_string())
+    raw_command(stream, redis::cmd("CLIENT").arg("SETNAME").arg(name)).await
 }
 
 /// Keeps one subscriber connection on `wake` and `lease` channels until

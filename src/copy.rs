@@ -154,16 +154,34 @@ pub fn new_copy_id(name: &str) -> String {
 /// The largest item a processor can take and still send its results back:
 /// an item comes back in its ack, and its error record may grow six times
 /// when its text is escaped, so both must fit Redis's `proto-max-bulk-len`.
-async fn fit_item_limit(redis: &Redis, wanted: u64) -> u64 {
+/// One setting of the server; `None` when CONFIG is renamed or denied
+/// (managed services and least-privilege users often deny it).
+async fn server_config(redis: &Redis, name: &str) -> Option<String> {
     let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
         .arg("GET")
-        .arg("proto-max-bulk-len")
+        .arg(name)
         .query_async(&mut redis.conn())
         .await;
-    // CONFIG may be renamed or denied: then the option is taken as it is.
-    let Some(bulk) = reply
-        .ok()
-        .and_then(|r| r.get(1).and_then(|v| v.parse::<u64>().ok()))
+    reply.ok()?.get(1).cloned()
+}
+
+/// Warns when Redis may evict keys: an evicted queue or processing list
+/// loses messages that were accepted.
+async fn check_eviction(redis: &Redis) {
+    match server_config(redis, "maxmemory-policy").await.as_deref() {
+        Some("noeviction") | None => {}
+        Some(policy) => warn!(
+            policy = %crate::escape::for_terminal(policy),
+            "Redis may evict keys when full, the queue among them, and lose accepted messages: set maxmemory-policy noeviction"
+        ),
+    }
+}
+
+async fn fit_item_limit(redis: &Redis, wanted: u64) -> u64 {
+    // Without CONFIG the option is taken as it is.
+    let Some(bulk) = server_config(redis, "proto-max-bulk-len")
+        .await
+        .and_then(|v| v.parse::<u64>().ok())
     else {
         return wanted;
     };
@@ -203,6 +221,7 @@ pub async fn run(
         warn!(error = %e, "could not preload the scripts; they will be loaded on first use");
     }
     settings.max_item_bytes = fit_item_limit(&redis, settings.max_item_bytes).await;
+    check_eviction(&redis).await;
     let keys = Keys::new(&redis_settings.namespace);
     let copy = Arc::new(CopyState::new(redis, keys, settings, id));
     if !membership::register(&copy, &shutdown).await {

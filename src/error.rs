@@ -8,10 +8,12 @@ use crate::sync::Locked;
 pub enum Error {
     #[error("{0}")]
     Settings(#[from] SettingsError),
-    #[error("cannot reach Redis at {address}: {detail}; check --host/--port (or --url) and that redis-server is running there")]
+    #[error("cannot reach Redis at {address}: {detail}; check --host/--port (or --url), that redis-server is running there, and --tls if it speaks TLS")]
     Unreachable { address: String, detail: String },
     #[error("Redis at {address} refused to log in: {detail}; check --pass/REDIS_PASS and --user/REDIS_USER")]
     Auth { address: String, detail: String },
+    #[error("TLS with {address} failed: {detail}; check --tls-ca (the CA that signed the server's certificate), --tls-cert/--tls-key, and that the host name is in the certificate")]
+    Tls { address: String, detail: String },
     #[error("{address} is not a Redis server (it answered something else: {detail}); check --host/--port (or --url)")]
     NotRedis { address: String, detail: String },
     #[error("Redis at {address} failed: {detail}")]
@@ -36,6 +38,8 @@ impl Error {
             || matches!(err.code(), Some("NOAUTH" | "WRONGPASS"));
         if auth {
             Error::Auth { address, detail }
+        } else if is_tls_failure(&detail) {
+            Error::Tls { address, detail }
         } else if err.kind() == redis::ErrorKind::Parse {
             let detail = detail.split("\\n").next().unwrap_or_default().to_string();
             Error::NotRedis { address, detail }
@@ -45,6 +49,20 @@ impl Error {
             Error::Redis { address, detail }
         }
     }
+}
+
+/// Whether a failed connection failed in the TLS handshake (rustls's own
+/// words for a refused certificate or a fatal alert).
+fn is_tls_failure(detail: &str) -> bool {
+    [
+        "invalid peer certificate",
+        "received fatal alert",
+        "InvalidCertificate",
+        "tls handshake",
+        "TLS handshake",
+    ]
+    .iter()
+    .any(|words| detail.contains(words))
 }
 
 /// The code of a Redis error: its own, or, for a script that failed (which

@@ -19,6 +19,7 @@ pub mod options;
 pub mod scripts;
 pub mod settings;
 pub mod status;
+pub mod tls;
 
 mod backoff;
 mod generator;

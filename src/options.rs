@@ -49,6 +49,8 @@ pub enum Kind {
     Host,
     /// Free text that is never shown (a password, a URL that may hold one).
     Secret,
+    /// The path of a file, read once at start.
+    File,
     /// A switch with no value (command line only).
     Flag,
 }
@@ -115,7 +117,7 @@ impl Opt {
             Kind::Ratio => Some("0 to 1".to_string()),
             Kind::Choice(words) => Some(words.join(", ")),
             Kind::Word { max } => Some(format!("1 to {max} characters")),
-            Kind::Host | Kind::Secret | Kind::Flag => None,
+            Kind::Host | Kind::Secret | Kind::File | Kind::Flag => None,
         }
     }
 
@@ -168,9 +170,23 @@ pub static OPTIONS: &[Opt] = &[
     opt("user", Redis, Kind::Word { max: 256 }, "Redis 6+ ACL user")
         .env("REDIS_USER")
         .value("USER"),
-    opt("url", Redis, Kind::Secret, "redis:// URL; overrides host, port, pass and db")
+    opt("url", Redis, Kind::Secret, "redis:// or rediss:// (TLS) URL; overrides host, port, pass and db")
         .env("REDIS_URL")
         .value("URL"),
+    opt("tls", Redis, Kind::Flag, "Connect with TLS, as a rediss:// URL does")
+        .env("REDIS_TLS"),
+    opt("tls-ca", Redis, Kind::File, "PEM file of the CA that signed the server's certificate; implies --tls")
+        .env("REDIS_TLS_CA")
+        .value("FILE")
+        .default_doc("the system's roots"),
+    opt("tls-cert", Redis, Kind::File, "PEM client certificate, for mutual TLS (with --tls-key); implies --tls")
+        .env("REDIS_TLS_CERT")
+        .value("FILE"),
+    opt("tls-key", Redis, Kind::File, "PEM private key of --tls-cert")
+        .env("REDIS_TLS_KEY")
+        .value("FILE"),
+    opt("tls-insecure", Redis, Kind::Flag, "TLS without checking the server's certificate (logged as a warning); implies --tls")
+        .env("REDIS_TLS_INSECURE"),
     opt("namespace", Redis, Kind::Word { max: 64 }, "Key prefix: two namespaces on one Redis never see each other")
         .env("APP_NAMESPACE")
         .value("NAME")
@@ -254,6 +270,9 @@ pub fn default_toml() -> String {
             match opt.default {
                 Some(value) => {
                     let _ = writeln!(out, "{} = {}", opt.name, toml_value(opt, value));
+                }
+                None if opt.kind == Kind::Flag => {
+                    let _ = writeln!(out, "# {} = true    (default: false)", opt.name);
                 }
                 None => {
                     let default = opt.default_doc.unwrap_or("none");

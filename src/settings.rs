@@ -8,6 +8,7 @@
 //! means exit code 2.
 
 use crate::options::{self, Kind, Opt, Section};
+use crate::tls::TlsSettings;
 use clap::parser::ValueSource;
 use clap::ArgMatches;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
@@ -75,7 +76,17 @@ pub(crate) fn check(opt: &Opt, value: &str) -> Result<(), String> {
                 Ok(())
             }
         }
-        Kind::Secret | Kind::Flag => Ok(()),
+        Kind::Flag if matches!(value, "true" | "false") => Ok(()),
+        Kind::Flag => Err(format!(
+            "invalid value '{}' for '--{}': true or false",
+            shown(),
+            opt.name
+        )),
+        Kind::File if value.is_empty() => Err(format!(
+            "invalid value '' for '--{}': the path of a file",
+            opt.name
+        )),
+        Kind::Secret | Kind::File => Ok(()),
     }
 }
 
@@ -138,6 +149,7 @@ impl FileConfig {
                     toml::de::DeValue::String(s) => s.to_string(),
                     toml::de::DeValue::Integer(i) if i.radix() == 10 => i.as_str().replace('_', ""),
                     toml::de::DeValue::Float(f) => f.as_str().replace('_', ""),
+                    toml::de::DeValue::Boolean(b) => b.to_string(),
                     _ => {
                         return Err(fail(
                             Some(line),
@@ -181,8 +193,8 @@ impl Values {
                 matches.value_source(opt.name),
                 Some(ValueSource::CommandLine | ValueSource::EnvVariable)
             );
-            let value = if opt.kind == Kind::Flag {
-                given.then(|| "true".to_string())
+            let value = if opt.kind == Kind::Flag && given {
+                Some(matches.get_flag(opt.name).to_string())
             } else if given {
                 let value = matches
                     .get_one::<String>(opt.name)
@@ -226,7 +238,7 @@ impl Values {
     }
 
     fn flag(&self, name: &str) -> bool {
-        self.0.contains_key(name)
+        self.0.get(name).is_some_and(|v| v == "true")
     }
 }
 
@@ -240,6 +252,8 @@ pub struct RedisSettings {
     pub user: Option<String>,
     pub url: Option<String>,
     pub namespace: String,
+    /// `None`: plain TCP.
+    pub tls: Option<TlsSettings>,
 }
 
 // The password never reaches a log line, not even through {:?}.
@@ -250,19 +264,22 @@ impl std::fmt::Debug for RedisSettings {
             .field("db", &self.db)
             .field("user", &self.user)
             .field("namespace", &self.namespace)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
 
 impl RedisSettings {
     fn from_values(v: &Values) -> Result<Self, SettingsError> {
+        let url = v.text("url");
         let settings = Self {
             host: v.text("host").unwrap_or_default(),
             port: v.int("port") as u16,
             password: v.text("pass"),
             db: v.int("db") as i64,
             user: v.text("user"),
-            url: v.text("url"),
+            tls: tls_settings(v, url.as_deref())?,
+            url,
             namespace: v.text("namespace").unwrap_or_default(),
         };
         settings.connection_info()?;
@@ -271,6 +288,33 @@ impl RedisSettings {
 
     /// The connection parameters for redis-rs.
     pub fn connection_info(&self) -> Result<ConnectionInfo, SettingsError> {
+        let info = self.plain_connection_info()?;
+        let Some(tls) = &self.tls else {
+            return Ok(info);
+        };
+        let (host, port, insecure) = match info.addr() {
+            ConnectionAddr::Tcp(host, port) => (host.clone(), *port, false),
+            ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure,
+                ..
+            } => (host.clone(), *port, *insecure),
+            _ => {
+                return Err(SettingsError(
+                    "invalid value for '--url': TLS needs a host and port".to_string(),
+                ))
+            }
+        };
+        Ok(info.set_addr(ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: insecure || tls.insecure,
+            tls_params: None,
+        }))
+    }
+
+    fn plain_connection_info(&self) -> Result<ConnectionInfo, SettingsError> {
         if let Some(url) = &self.url {
             return parse_url(url);
         }
@@ -304,13 +348,57 @@ impl RedisSettings {
 
 fn parse_url(url: &str) -> Result<ConnectionInfo, SettingsError> {
     // The URL may hold a password: errors name the option, never the value.
-    if !url.starts_with("redis://") {
+    if !url.starts_with("redis://") && !url.starts_with("rediss://") {
         return Err(SettingsError(
-            "invalid value for '--url': it must start with redis://".to_string(),
+            "invalid value for '--url': it must start with redis:// or rediss://".to_string(),
         ));
     }
     url.into_connection_info()
         .map_err(|e| SettingsError(format!("invalid value for '--url': {e}")))
+}
+
+/// The TLS settings: `Some` with `--tls`, any other `--tls-*` option or a
+/// rediss:// URL. The files are read and checked here, so that a bad one
+/// is a usage error (exit 2) before anything connects.
+fn tls_settings(v: &Values, url: Option<&str>) -> Result<Option<TlsSettings>, SettingsError> {
+    let read = |option: &str| -> Result<Option<Vec<u8>>, SettingsError> {
+        v.text(option)
+            .map(|path| {
+                std::fs::read(&path).map_err(|e| {
+                    SettingsError(format!(
+                        "cannot read the --{option} file {}: {e}",
+                        crate::escape::for_terminal(&path)
+                    ))
+                })
+            })
+            .transpose()
+    };
+    let (ca, cert, key) = (read("tls-ca")?, read("tls-cert")?, read("tls-key")?);
+    let insecure = v.flag("tls-insecure");
+    let wanted = v.flag("tls")
+        || insecure
+        || ca.is_some()
+        || cert.is_some()
+        || url.is_some_and(|u| u.starts_with("rediss://"));
+    if !wanted {
+        return Ok(None);
+    }
+    let client = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => {
+            return Err(SettingsError(
+                "--tls-cert and --tls-key go together: give both or neither".to_string(),
+            ))
+        }
+    };
+    let tls = TlsSettings {
+        ca,
+        client,
+        insecure,
+    };
+    tls.check().map_err(SettingsError)?;
+    Ok(Some(tls))
 }
 
 /// Whether a copy may become the generator.
@@ -518,6 +606,25 @@ mod tests {
         let s = start(&["--config", &path, "start", "--concurrency", "9"]);
         let _ = std::fs::remove_file(&dir);
         assert_eq!((s.concurrency, s.work), (9, Duration::from_millis(7)));
+    }
+
+    #[test]
+    fn tls_is_on_with_any_tls_option_or_a_rediss_url() {
+        let tls = |args: &[&str]| {
+            Settings::from_args(args.iter().chain(&["status"]))
+                .expect("settings")
+                .redis
+                .tls
+        };
+        assert!(tls(&[]).is_none());
+        assert!(tls(&["--tls"]).is_some());
+        assert!(tls(&["--tls-insecure"]).is_some_and(|t| t.insecure));
+        assert!(tls(&["--url", "rediss://db.example:6380"]).is_some());
+        assert!(FileConfig::parse("[redis]\ntls = true\n", "f").is_ok());
+        let err = FileConfig::parse("[redis]\ntls = \"yes\"\n", "f").unwrap_err();
+        assert!(err.0.contains("'--tls'"), "{err}");
+        let err = Settings::from_args(["--tls-ca", "/nonexistent/ca.pem", "status"]).unwrap_err();
+        assert!(err.0.contains("--tls-ca") && !err.0.contains('\n'), "{err}");
     }
 
     #[test]

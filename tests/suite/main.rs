@@ -7,6 +7,7 @@
 //! `cargo test --test suite` runs them all; `cargo test --test suite chaos`
 //! one module.
 
+mod acl;
 mod chaos;
 mod cli;
 mod edges;
@@ -16,3 +17,4 @@ mod in_process;
 mod measure;
 mod processes;
 mod scripts;
+mod tls;

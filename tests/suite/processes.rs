@@ -279,14 +279,8 @@ fn two_get_errors_at_once_print_disjoint_halves_of_everything() {
     }
     let spawn = || {
         std::process::Command::new(app_binary())
-            .args([
-                "-p",
-                &server.port.to_string(),
-                "-h",
-                "127.0.0.1",
-                "get-errors",
-                "--json",
-            ])
+            .args(server.app_args())
+            .args(["get-errors", "--json"])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
