@@ -6,7 +6,7 @@
 
 use crate::backoff::Backoff;
 use crate::error::Error;
-use crate::settings::RedisSettings;
+use crate::settings::{RedisSettings, WaitReplicas};
 use crate::sync::{Locked, ReadWriteLocked};
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
@@ -40,6 +40,7 @@ struct Inner {
     lost_since: Mutex<Option<Instant>>,
     replacing: AtomicBool,
     failures: AtomicU64,
+    wait: Option<WaitReplicas>,
 }
 
 fn manager_config(timeout: Duration) -> ConnectionManagerConfig {
@@ -201,6 +202,42 @@ impl Redis {
     }
 }
 
+/// What [`Redis::replicated`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replicated {
+    /// `--wait-replicas` is 0: nothing was asked.
+    NotAsked,
+    /// As many replicas as asked have every write sent so far.
+    Confirmed,
+    /// Only `acked` of `wanted` confirmed within `--wait-timeout-ms`.
+    Short { acked: u64, wanted: u32 },
+}
+
+impl Redis {
+    /// Waits (WAIT) until `--wait-replicas` replicas have every write this
+    /// connection has sent, or `--wait-timeout-ms` passes. The one
+    /// connection is shared, so a WAIT covers every task's earlier writes,
+    /// and holds back its later requests for as long as it waits.
+    pub async fn replicated(&self) -> RedisResult<Replicated> {
+        let Some(wait) = self.inner.wait else {
+            return Ok(Replicated::NotAsked);
+        };
+        let acked: u64 = redis::cmd("WAIT")
+            .arg(wait.replicas)
+            .arg(wait.timeout.as_millis() as u64)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(if acked >= u64::from(wait.replicas) {
+            Replicated::Confirmed
+        } else {
+            Replicated::Short {
+                acked,
+                wanted: wait.replicas,
+            }
+        })
+    }
+}
+
 fn client(settings: &RedisSettings) -> Result<Client, Error> {
     let info = settings.connection_info()?;
     let client = match settings.tls.as_ref() {
@@ -244,6 +281,7 @@ pub async fn connect(
             lost_since: Mutex::default(),
             replacing: AtomicBool::new(false),
             failures: AtomicU64::new(0),
+            wait: settings.wait,
         }),
     })
 }

@@ -6,7 +6,7 @@
 //! lease, lets the messages in hand finish for up to `--shutdown-timeout-ms`,
 //! gives back the rest and deregisters.
 
-use crate::connection::{self, Redis, Signals};
+use crate::connection::{self, Redis, Replicated, Signals};
 use crate::error::{Error, LastError};
 use crate::keys::Keys;
 use crate::settings::{RedisSettings, RoleChoice, StartSettings};
@@ -50,6 +50,8 @@ pub struct CopyState {
     role: watch::Sender<Role>,
     /// Messages this process has committed, under any of its ids.
     processed: AtomicU64,
+    /// Writes that fewer replicas confirmed than `--wait-replicas` asks.
+    unconfirmed: AtomicU64,
     /// Asks the heartbeat task to beat now (after a role change or a refused claim).
     pub beat_now: Notify,
     pub host: String,
@@ -73,6 +75,7 @@ impl CopyState {
             id: watch::Sender::new(id.into()),
             role: watch::Sender::new(Role::Processor),
             processed: AtomicU64::new(0),
+            unconfirmed: AtomicU64::new(0),
             beat_now: Notify::new(),
             host: crate::settings::host_name(),
             pid: std::process::id(),
@@ -124,6 +127,33 @@ impl CopyState {
 
     pub(crate) fn count_processed(&self) {
         self.processed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Writes that `--wait-replicas` did not see confirmed in time.
+    pub fn unconfirmed(&self) -> u64 {
+        self.unconfirmed.load(Ordering::Relaxed)
+    }
+
+    /// After `what` committed: waits for `--wait-replicas`; a shortfall is
+    /// counted (shown in `status`) and named in the log, and the work goes
+    /// on: the write stands on the primary, it only may not survive a
+    /// failover.
+    pub(crate) async fn confirm_replicated(&self, what: &str) {
+        match self.redis.replicated().await {
+            Ok(Replicated::NotAsked | Replicated::Confirmed) => {}
+            Ok(Replicated::Short { acked, wanted }) => {
+                self.unconfirmed.fetch_add(1, Ordering::Relaxed);
+                self.last_error.problem(
+                    "a write was not confirmed by --wait-replicas replicas in time",
+                    &format!("{what}: {acked} of {wanted} replicas confirmed it"),
+                );
+            }
+            Err(e) => {
+                self.unconfirmed.fetch_add(1, Ordering::Relaxed);
+                self.last_error
+                    .report(&format!("waiting for replicas after {what}"), &e);
+            }
+        }
     }
 
     /// Whether per-message lines are worth logging at info: at the default

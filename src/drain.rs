@@ -15,7 +15,7 @@
 //! once take disjoint batches.
 
 use crate::backoff::Backoff;
-use crate::connection::Redis;
+use crate::connection::{Redis, Replicated};
 use crate::error::Error;
 use crate::escape::{bytes_for_terminal, for_terminal, json_for_terminal};
 use crate::keys::Keys;
@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 /// Errors taken per round trip.
 const BATCH: u64 = 100;
@@ -257,6 +258,16 @@ async fn settle(
     keep: u64,
     lock: &Lock,
 ) -> Result<u64, Error> {
+    // --wait-replicas: the take of the batch is on the replicas before the
+    // printed lines are forgotten.
+    match redis.replicated().await {
+        Ok(Replicated::Short { acked, wanted }) => warn!(
+            acked,
+            wanted, "a get-errors batch was not confirmed by --wait-replicas replicas in time"
+        ),
+        Err(e) => warn!(error = %e, "could not wait for the replicas"),
+        Ok(_) => {}
+    }
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
     let mut retried = false;
     let before = loop {

@@ -172,6 +172,9 @@ async fn emit(
         copy.settings.interval,
     )
     .await;
+    if let Ok(Ok(_)) = enqueued {
+        copy.confirm_replicated("an enqueue").await;
+    }
     match enqueued {
         Ok(Ok(first_seq)) if copy.chatty() => {
             for (seq, text) in (first_seq..).zip(texts) {

@@ -33,6 +33,7 @@ fn description(copy: &CopyState) -> String {
         "role": copy.role().as_str(),
         "concurrency": copy.settings.concurrency,
         "processed": copy.processed(),
+        "unconfirmed_writes": copy.unconfirmed(),
         "started_at_ms": copy.started_at_ms,
         "beat_at_ms": crate::message::now_ms(),
         "last_error": last_error,

@@ -187,6 +187,10 @@ pub static OPTIONS: &[Opt] = &[
         .value("FILE"),
     opt("tls-insecure", Redis, Kind::Flag, "TLS without checking the server's certificate (logged as a warning); implies --tls")
         .env("REDIS_TLS_INSECURE"),
+    opt("wait-replicas", Redis, Kind::Int { min: 0, max: 100 }, "Replicas that must confirm each enqueue and ack (WAIT), and each get-errors batch before it is deleted")
+        .default("0"),
+    opt("wait-timeout-ms", Redis, Kind::Int { min: 1, max: 60_000 }, "How long a write waits for --wait-replicas; past it the write is logged and counted as unconfirmed")
+        .default("100"),
     opt("namespace", Redis, Kind::Word { max: 64 }, "Key prefix: two namespaces on one Redis never see each other")
         .env("APP_NAMESPACE")
         .value("NAME")

@@ -199,6 +199,9 @@ async fn commit(copy: &CopyState, batch: Vec<Ack>) -> Vec<Ack> {
         .collect();
     match scripts::ack(&copy.redis, &copy.keys, &batch[0].claimed_as, &results).await {
         Ok(answers) => {
+            if answers.iter().any(|committed| *committed) {
+                copy.confirm_replicated("an ack").await;
+            }
             for (ack, committed) in batch.into_iter().zip(answers) {
                 let _ = ack.answer.send(committed);
             }

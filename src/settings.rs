@@ -254,6 +254,15 @@ pub struct RedisSettings {
     pub namespace: String,
     /// `None`: plain TCP.
     pub tls: Option<TlsSettings>,
+    /// `--wait-replicas`, `None` for 0.
+    pub wait: Option<WaitReplicas>,
+}
+
+/// How many replicas must have a write (WAIT) before it counts as safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitReplicas {
+    pub replicas: u32,
+    pub timeout: Duration,
 }
 
 // The password never reaches a log line, not even through {:?}.
@@ -279,6 +288,13 @@ impl RedisSettings {
             db: v.int("db") as i64,
             user: v.text("user"),
             tls: tls_settings(v, url.as_deref())?,
+            wait: match v.int("wait-replicas") {
+                0 => None,
+                replicas => Some(WaitReplicas {
+                    replicas: replicas as u32,
+                    timeout: v.ms("wait-timeout-ms"),
+                }),
+            },
             url,
             namespace: v.text("namespace").unwrap_or_default(),
         };

@@ -35,6 +35,8 @@ pub struct CopyStatus {
     pub concurrency: u64,
     pub in_flight: u64,
     pub processed: u64,
+    /// Writes fewer replicas confirmed than `--wait-replicas` asks.
+    pub unconfirmed_writes: u64,
     pub last_seen_ms_ago: u64,
     /// The last error the copy met, if any, and how long ago.
     pub last_error: Option<String>,
@@ -67,6 +69,7 @@ struct Description {
     role: String,
     concurrency: u64,
     processed: u64,
+    unconfirmed_writes: u64,
     beat_at_ms: u64,
     last_error: Option<String>,
     last_error_at_ms: Option<u64>,
@@ -200,6 +203,7 @@ pub async fn read(redis: &Redis, keys: &Keys) -> redis::RedisResult<Status> {
             concurrency: d.concurrency,
             in_flight,
             processed: d.processed,
+            unconfirmed_writes: d.unconfirmed_writes,
             last_seen_ms_ago,
             last_error_ms_ago: d
                 .last_error

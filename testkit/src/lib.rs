@@ -319,6 +319,33 @@ impl RedisServer {
         args
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`...) to the server.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} {}", self.pid());
+    }
+
+    /// A replica of this server, plain TCP, caught up when it returns.
+    pub fn start_replica(&self) -> RedisServer {
+        let port = self.port.to_string();
+        let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port]);
+        wait_until("the replica to be in sync", Duration::from_secs(10), || {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut replica.conn())
+                .unwrap_or_default();
+            info.contains("master_link_status:up")
+        });
+        replica
+    }
+
     /// The options that point `redis-cli` at this server.
     pub fn cli_args(&self) -> Vec<String> {
         let mut args = vec!["-p".to_string(), self.port.to_string()];
