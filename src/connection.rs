@@ -10,7 +10,7 @@ use crate::settings::{RedisSettings, WaitReplicas};
 use crate::sync::{Locked, ReadWriteLocked};
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSub};
-use redis::{Client, ConnectionAddr, RedisConnectionInfo, RedisResult};
+use redis::{Client, ConnectionAddr, ErrorKind, RedisConnectionInfo, RedisError, RedisResult};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -41,6 +41,10 @@ struct Inner {
     replacing: AtomicBool,
     failures: AtomicU64,
     wait: Option<WaitReplicas>,
+    /// With sentinels, the settings to ask them again from.
+    settings: RedisSettings,
+    /// Counts the times the connection moved to another primary.
+    moved: tokio::sync::watch::Sender<u64>,
 }
 
 fn manager_config(timeout: Duration) -> ConnectionManagerConfig {
@@ -55,6 +59,7 @@ async fn new_manager(
     client: &Client,
     timeout: Duration,
     name: &str,
+    must_be_primary: bool,
 ) -> RedisResult<ConnectionManager> {
     let connect = async {
         let mut manager =
@@ -64,6 +69,18 @@ async fn new_manager(
             .arg(name)
             .query_async::<()>(&mut manager)
             .await?;
+        // A sentinel may still name a primary that has just been demoted:
+        // a copy never settles on a replica.
+        if must_be_primary {
+            let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut manager).await?;
+            if !matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master") {
+                return Err(RedisError::from((
+                    ErrorKind::Client,
+                    "not a primary",
+                    "the sentinels named a server that is a replica now".to_string(),
+                )));
+            }
+        }
         Ok(manager)
     };
     // The handshake itself can hang on a silent network.
@@ -138,9 +155,14 @@ impl Redis {
                     warn!(address = %inner.address, error = %e, "lost the connection to Redis; reconnecting");
                     *lost = Some(Instant::now());
                 }
-                if e.is_timeout() {
+                if e.is_timeout() || inner.settings.sentinel.is_some() {
                     self.replace_connection();
                 }
+            }
+            // The primary was demoted under us: ask the sentinels again.
+            Err(e) if inner.settings.sentinel.is_some() && crate::error::is_readonly(e) => {
+                inner.failures.fetch_add(1, Ordering::Relaxed);
+                self.replace_connection();
             }
             Ok(_) => {
                 let since = inner.lost_since.locked().take();
@@ -173,12 +195,29 @@ impl Redis {
         let redis = self.clone();
         tokio::spawn(async move {
             let inner = &redis.inner;
-            let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+            let follows_sentinels = inner.settings.sentinel.is_some();
+            // Asking the sentinels is cheap, and a failover is over in a second or two.
+            let most = if follows_sentinels { 500 } else { 2000 };
+            let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(most));
             loop {
                 let name = inner.client_name.locked().clone();
-                match new_manager(&inner.client, inner.timeout, &name).await {
+                let client = if follows_sentinels {
+                    match find_primary(&inner.settings).await.map(|p| client(&p)) {
+                        Ok(Ok(client)) => client,
+                        _ => {
+                            tokio::time::sleep(backoff.next_wait()).await;
+                            continue;
+                        }
+                    }
+                } else {
+                    inner.client.clone()
+                };
+                match new_manager(&client, inner.timeout, &name, follows_sentinels).await {
                     Ok(manager) => {
                         *inner.current.write_locked() = manager;
+                        if follows_sentinels {
+                            inner.moved.send_modify(|moves| *moves += 1);
+                        }
                         break;
                     }
                     Err(_) => {
@@ -188,6 +227,12 @@ impl Redis {
             }
             inner.replacing.store(false, Ordering::Release);
         });
+    }
+
+    /// Changes each time the connection moves to the primary the sentinels
+    /// name (the subscriber follows it there).
+    pub fn moves(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.moved.subscribe()
     }
 
     /// Names the connection in `CLIENT LIST` (again after every reconnect).
@@ -200,6 +245,39 @@ impl Redis {
             .query_async(&mut conn)
             .await
     }
+}
+
+/// The settings pointed at the primary: as they are, or, with sentinels,
+/// at the primary the first sentinel that answers names now.
+async fn find_primary(settings: &RedisSettings) -> Result<RedisSettings, String> {
+    let Some(sentinel) = &settings.sentinel else {
+        return Ok(settings.clone());
+    };
+    let mut said = Vec::new();
+    for (host, port) in &sentinel.sentinels {
+        let ask = async {
+            let client = Client::open(ConnectionAddr::Tcp(host.clone(), *port))?;
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            redis::cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg(&sentinel.master)
+                .query_async::<Option<(String, u16)>>(&mut conn)
+                .await
+        };
+        match tokio::time::timeout(Duration::from_secs(1), ask).await {
+            Ok(Ok(Some((primary, primary_port)))) => return Ok(settings.at(&primary, primary_port)),
+            Ok(Ok(None)) => said.push(format!(
+                "{host}:{port} knows no primary '{}'",
+                sentinel.master
+            )),
+            Ok(Err(e)) => said.push(format!("{host}:{port}: {e}")),
+            Err(_) => said.push(format!("{host}:{port}: no answer within 1 s")),
+        }
+    }
+    Err(format!(
+        "no sentinel named the primary: {}",
+        said.join("; ")
+    ))
 }
 
 /// What [`Redis::replicated`] found.
@@ -267,8 +345,14 @@ pub async fn connect(
     timeout: Duration,
 ) -> Result<Redis, Error> {
     let address = settings.address();
-    let client = client(settings)?;
-    let manager = new_manager(&client, timeout, client_name)
+    let primary = find_primary(settings)
+        .await
+        .map_err(|detail| Error::Unreachable {
+            address: address.clone(),
+            detail,
+        })?;
+    let client = client(&primary)?;
+    let manager = new_manager(&client, timeout, client_name, settings.sentinel.is_some())
         .await
         .map_err(|e| Error::from_redis(&address, &e))?;
     Ok(Redis {
@@ -282,6 +366,8 @@ pub async fn connect(
             replacing: AtomicBool::new(false),
             failures: AtomicU64::new(0),
             wait: settings.wait,
+            settings: settings.clone(),
+            moved: tokio::sync::watch::Sender::new(0),
         }),
     })
 }
@@ -365,6 +451,7 @@ where
 /// offers no way to send CLIENT SETNAME on a subscriber, so the login and
 /// the name are sent on the raw socket before redis-rs takes it over.
 async fn named_pubsub(settings: &RedisSettings, name: &str) -> Result<PubSub, String> {
+    let settings = &find_primary(settings).await?;
     let info = settings.connection_info().map_err(|e| e.to_string())?;
     let login = info.redis_settings();
     match (info.addr(), &settings.tls) {
@@ -426,20 +513,21 @@ where
 /// Keeps one subscriber connection on `wake` and `lease` channels until
 /// shutdown, reconnecting with backoff, and forwards what it hears.
 pub async fn subscribe(
-    settings: RedisSettings,
-    ping_timeout: Duration,
+    redis: Redis,
     client_name: impl Fn() -> String,
     wake_channel: String,
     lease_channel: String,
     signals: Arc<Signals>,
     shutdown: CancellationToken,
 ) {
+    let (settings, ping_timeout) = (&redis.inner.settings, redis.inner.timeout);
+    let mut moves = redis.moves();
     let address = settings.address();
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     let mut lost_since: Option<Instant> = None;
     while !shutdown.is_cancelled() {
         let attempt = async {
-            let mut pubsub = named_pubsub(&settings, &client_name()).await?;
+            let mut pubsub = named_pubsub(settings, &client_name()).await?;
             pubsub
                 .subscribe(&wake_channel)
                 .await
@@ -485,6 +573,8 @@ pub async fn subscribe(
         loop {
             let msg = tokio::select! {
                 _ = shutdown.cancelled() => return,
+                // The command connection moved to a new primary: follow it.
+                Ok(()) = moves.changed() => break,
                 msg = stream.next() => msg,
                 _ = ping.tick() => {
                     let pong = tokio::time::timeout(ping_timeout, sink.ping::<redis::Value>()).await;

@@ -269,8 +269,7 @@ pub async fn run(
     let namer = copy.clone();
     let namespace = redis_settings.namespace.clone();
     copy.tasks.spawn(connection::subscribe(
-        redis_settings,
-        timeout,
+        copy.redis.clone(),
         move || client_name(&namespace, &namer.id()),
         copy.keys.wake_channel(),
         copy.keys.lease_channel(),

@@ -91,6 +91,11 @@ fn code(err: &redis::RedisError) -> Option<&'static str> {
         .copied()
 }
 
+/// Whether Redis refused a write because it is a replica now.
+pub fn is_readonly(err: &redis::RedisError) -> bool {
+    code(err) == Some("READONLY")
+}
+
 /// What to check when Redis answers a request with an error, by its code.
 pub fn hint(err: &redis::RedisError) -> &'static str {
     match code(err) {

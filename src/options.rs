@@ -51,6 +51,8 @@ pub enum Kind {
     Secret,
     /// The path of a file, read once at start.
     File,
+    /// `host:port,host:port,...` (the port may be left out).
+    Addresses,
     /// A switch with no value (command line only).
     Flag,
 }
@@ -117,7 +119,7 @@ impl Opt {
             Kind::Ratio => Some("0 to 1".to_string()),
             Kind::Choice(words) => Some(words.join(", ")),
             Kind::Word { max } => Some(format!("1 to {max} characters")),
-            Kind::Host | Kind::Secret | Kind::File | Kind::Flag => None,
+            Kind::Host | Kind::Secret | Kind::File | Kind::Addresses | Kind::Flag => None,
         }
     }
 
@@ -170,7 +172,7 @@ pub static OPTIONS: &[Opt] = &[
     opt("user", Redis, Kind::Word { max: 256 }, "Redis 6+ ACL user")
         .env("REDIS_USER")
         .value("USER"),
-    opt("url", Redis, Kind::Secret, "redis:// or rediss:// (TLS) URL; overrides host, port, pass and db")
+    opt("url", Redis, Kind::Secret, "redis://, rediss:// (TLS) or redis+sentinel://[user:pass@]host:port,.../master[/db] URL; overrides host, port, pass and db")
         .env("REDIS_URL")
         .value("URL"),
     opt("tls", Redis, Kind::Flag, "Connect with TLS, as a rediss:// URL does")
@@ -187,6 +189,13 @@ pub static OPTIONS: &[Opt] = &[
         .value("FILE"),
     opt("tls-insecure", Redis, Kind::Flag, "TLS without checking the server's certificate (logged as a warning); implies --tls")
         .env("REDIS_TLS_INSECURE"),
+    opt("sentinel", Redis, Kind::Addresses, "Redis Sentinels (host:port,...) that name the primary and follow its failovers; replaces host and port")
+        .env("REDIS_SENTINELS")
+        .value("HOSTS"),
+    opt("sentinel-master", Redis, Kind::Word { max: 256 }, "The name the sentinels monitor the primary under")
+        .env("REDIS_SENTINEL_MASTER")
+        .value("NAME")
+        .default("mymaster"),
     opt("wait-replicas", Redis, Kind::Int { min: 0, max: 100 }, "Replicas that must confirm each enqueue and ack (WAIT), and each get-errors batch before it is deleted")
         .default("0"),
     opt("wait-timeout-ms", Redis, Kind::Int { min: 1, max: 60_000 }, "How long a write waits for --wait-replicas; past it the write is logged and counted as unconfirmed")

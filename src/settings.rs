@@ -86,8 +86,36 @@ pub(crate) fn check(opt: &Opt, value: &str) -> Result<(), String> {
             "invalid value '' for '--{}': the path of a file",
             opt.name
         )),
+        Kind::Addresses => parse_addresses(value, 26379)
+            .map(|_| ())
+            .map_err(|why| format!("invalid value '{}' for '--{}': {why}", shown(), opt.name)),
         Kind::Secret | Kind::File => Ok(()),
     }
+}
+
+/// `host:port,host:port,...` as a list; a missing port is `default_port`.
+fn parse_addresses(value: &str, default_port: u16) -> Result<Vec<(String, u16)>, String> {
+    value
+        .split(',')
+        .map(|one| {
+            let one = one.trim();
+            let (host, port) = match one.rsplit_once(':') {
+                Some((host, port)) => (
+                    host,
+                    port.parse::<u16>()
+                        .ok()
+                        .filter(|p| *p > 0)
+                        .ok_or("a port is 1 to 65535")?,
+                ),
+                None => (one, default_port),
+            };
+            if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err("each address is host:port, separated by commas");
+            }
+            Ok((host.to_string(), port))
+        })
+        .collect::<Result<_, _>>()
+        .map_err(str::to_string)
 }
 
 /// Option values from one config file, keyed by option name.
@@ -256,6 +284,16 @@ pub struct RedisSettings {
     pub tls: Option<TlsSettings>,
     /// `--wait-replicas`, `None` for 0.
     pub wait: Option<WaitReplicas>,
+    /// Sentinels that name the primary; `host` and `port` are then the
+    /// primary they named last.
+    pub sentinel: Option<SentinelSettings>,
+}
+
+/// Where the sentinels are, and the name they know the primary by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelSettings {
+    pub sentinels: Vec<(String, u16)>,
+    pub master: String,
 }
 
 /// How many replicas must have a write (WAIT) before it counts as safe.
@@ -280,13 +318,30 @@ impl std::fmt::Debug for RedisSettings {
 
 impl RedisSettings {
     fn from_values(v: &Values) -> Result<Self, SettingsError> {
-        let url = v.text("url");
+        let mut url = v.text("url");
+        let mut sentinel = v.text("sentinel").map(|list| SentinelSettings {
+            sentinels: parse_addresses(&list, 26379).unwrap_or_default(),
+            master: v.text("sentinel-master").unwrap_or_default(),
+        });
+        let (mut password, mut db, mut user) = (v.text("pass"), v.int("db") as i64, v.text("user"));
+        if let Some(sentinel_url) = url
+            .as_deref()
+            .and_then(|u| u.strip_prefix("redis+sentinel://"))
+        {
+            let parsed = parse_sentinel_url(sentinel_url)?;
+            sentinel = Some(parsed.sentinel);
+            user = parsed.user.or(user);
+            password = parsed.password.or(password);
+            db = parsed.db.unwrap_or(db);
+            url = None;
+        }
         let settings = Self {
             host: v.text("host").unwrap_or_default(),
             port: v.int("port") as u16,
-            password: v.text("pass"),
-            db: v.int("db") as i64,
-            user: v.text("user"),
+            password,
+            db,
+            user,
+            sentinel,
             tls: tls_settings(v, url.as_deref())?,
             wait: match v.int("wait-replicas") {
                 0 => None,
@@ -300,6 +355,15 @@ impl RedisSettings {
         };
         settings.connection_info()?;
         Ok(settings)
+    }
+
+    /// These settings pointed at `host:port` (the primary a sentinel named).
+    pub fn at(&self, host: &str, port: u16) -> Self {
+        Self {
+            host: host.to_string(),
+            port,
+            ..self.clone()
+        }
     }
 
     /// The connection parameters for redis-rs.
@@ -354,6 +418,9 @@ impl RedisSettings {
 
     /// `host:port`, for messages; never the password.
     pub fn address(&self) -> String {
+        if let Some(sentinel) = &self.sentinel {
+            return format!("the primary '{}' of the sentinels", sentinel.master);
+        }
         match self.url.as_deref().map(parse_url) {
             Some(Ok(info)) => info.addr().to_string(),
             Some(Err(_)) => "the --url address".to_string(),
@@ -371,6 +438,60 @@ fn parse_url(url: &str) -> Result<ConnectionInfo, SettingsError> {
     }
     url.into_connection_info()
         .map_err(|e| SettingsError(format!("invalid value for '--url': {e}")))
+}
+
+/// What a `redis+sentinel://` URL says.
+struct SentinelUrl {
+    sentinel: SentinelSettings,
+    user: Option<String>,
+    password: Option<String>,
+    db: Option<i64>,
+}
+
+/// `[user:pass@]host:port,host:port/master[/db]`, after the scheme. The
+/// URL may hold a password: errors never repeat it.
+fn parse_sentinel_url(rest: &str) -> Result<SentinelUrl, SettingsError> {
+    let bad = |why: &str| {
+        SettingsError(format!(
+            "invalid value for '--url': a redis+sentinel:// URL is [user:pass@]host:port,.../master[/db]: {why}"
+        ))
+    };
+    let (login, rest) = match rest.rsplit_once('@') {
+        Some((login, rest)) => (Some(login), rest),
+        None => (None, rest),
+    };
+    let (user, password) = match login.map(|l| l.split_once(':').unwrap_or(("", l))) {
+        Some((user, password)) => (
+            (!user.is_empty()).then(|| user.to_string()),
+            (!password.is_empty()).then(|| password.to_string()),
+        ),
+        None => (None, None),
+    };
+    let mut parts = rest.splitn(3, '/');
+    let hosts = parts.next().unwrap_or_default();
+    let master = parts
+        .next()
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| bad("no master name"))?;
+    let db = match parts.next().filter(|d| !d.is_empty()) {
+        Some(db) => Some(
+            db.parse::<i64>()
+                .ok()
+                .filter(|d| *d >= 0)
+                .ok_or_else(|| bad("the db is a number"))?,
+        ),
+        None => None,
+    };
+    let sentinels = parse_addresses(hosts, 26379).map_err(|why| bad(&why))?;
+    Ok(SentinelUrl {
+        sentinel: SentinelSettings {
+            sentinels,
+            master: master.to_string(),
+        },
+        user,
+        password,
+        db,
+    })
 }
 
 /// The TLS settings: `Some` with `--tls`, any other `--tls-*` option or a

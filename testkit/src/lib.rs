@@ -218,12 +218,22 @@ impl RedisServer {
     /// kill -9 of the server, then the same server again on the same port
     /// and directory (with its append-only file, if it was started with one).
     pub fn crash_and_restart(&mut self, down_for: Duration) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill9();
         let since = std::time::Instant::now();
         wait_until("the downtime", down_for + Duration::from_secs(1), || {
             since.elapsed() >= down_for
         });
+        self.restart();
+    }
+
+    /// kill -9 of the server; [`RedisServer::restart`] brings it back.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The same server again, on the same port and directory.
+    pub fn restart(&mut self) {
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
         self.child = Self::spawn(self.port, self.dir.path(), &extra, self.tls);
         self.wait_ready();
@@ -664,6 +674,29 @@ pub fn audit_exactly_once(server: &RedisServer, records: &[Record]) -> Vec<Recor
     sorted
 }
 
+/// The messages the generators logged as accepted, as (epoch, seq, text),
+/// from the logs of `copies` (at an interval of 50 ms or more each is logged).
+pub fn logged_as_generated(copies: &[Copy]) -> Vec<(u64, u64, String)> {
+    let field = |line: &str, name: &str| -> Option<u64> {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|v| v.parse().ok())
+    };
+    copies
+        .iter()
+        .flat_map(|c| {
+            c.log_text()
+                .lines()
+                .filter(|l| l.contains(" generated seq="))
+                .filter_map(|l| {
+                    let text = l.split_once(" text=")?.1.to_string();
+                    Some((field(l, "epoch=")?, field(l, "seq=")?, text))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// Every seq 1..=`total` is in exactly one of `places`, and no other seq is.
 pub fn assert_each_seq_once(places: &BTreeMap<u64, Vec<String>>, total: u64) {
     let missing: Vec<u64> = (1..=total).filter(|s| !places.contains_key(s)).collect();
@@ -1018,4 +1051,139 @@ pub async fn connect(server: &RedisServer) -> (Redis, Keys) {
         .await
         .expect("connect to the test Redis");
     (redis, keys())
+}
+
+// ---- Redis Sentinel: a primary, a replica, three sentinels ----
+
+/// One sentinel process, watching the primary as `mymaster`.
+pub struct Sentinel {
+    pub port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Sentinel {
+    fn start(primary_port: u16) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let port = free_port();
+        // Sentinel rewrites its own config file: it lives in the temp dir.
+        std::fs::write(
+            dir.path().join("sentinel.conf"),
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor mymaster 127.0.0.1 {primary_port} 2\n\
+                 sentinel down-after-milliseconds mymaster 1000\n\
+                 sentinel failover-timeout mymaster 5000\n\
+                 sentinel parallel-syncs mymaster 1\n",
+                dir.path().display()
+            ),
+        )
+        .expect("write sentinel.conf");
+        let child = Command::new(redis_server_binary())
+            .arg(dir.path().join("sentinel.conf"))
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server --sentinel starts");
+        let sentinel = Self {
+            port,
+            child,
+            _dir: dir,
+        };
+        wait_until("a sentinel to answer", Duration::from_secs(10), || {
+            sentinel.primary().is_some()
+        });
+        sentinel
+    }
+
+    /// The primary's port as this sentinel names it now.
+    pub fn primary(&self) -> Option<u16> {
+        let mut conn = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
+            .ok()?
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .ok()?;
+        redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg("mymaster")
+            .query::<Option<(String, u16)>>(&mut conn)
+            .ok()
+            .flatten()
+            .map(|(_, port)| port)
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A primary with one replica, watched by three sentinels (quorum 2).
+pub struct SentinelSetup {
+    pub primary: RedisServer,
+    pub replica: RedisServer,
+    pub sentinels: Vec<Sentinel>,
+}
+
+impl SentinelSetup {
+    pub fn start() -> Self {
+        // Append-only with fsync always: a primary restarted after kill -9
+        // comes back with what it had, as a real one would.
+        let primary = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+        let replica = primary.start_replica();
+        let sentinels = (0..3)
+            .map(|_| Sentinel::start(primary.port))
+            .collect::<Vec<_>>();
+        wait_until(
+            "the sentinels to see the replica",
+            Duration::from_secs(15),
+            || {
+                let mut conn =
+                    match redis::Client::open(format!("redis://127.0.0.1:{}/", sentinels[0].port))
+                        .and_then(|c| c.get_connection())
+                    {
+                        Ok(conn) => conn,
+                        Err(_) => return false,
+                    };
+                redis::cmd("SENTINEL")
+                    .arg("replicas")
+                    .arg("mymaster")
+                    .query::<Vec<redis::Value>>(&mut conn)
+                    .is_ok_and(|r| !r.is_empty())
+            },
+        );
+        Self {
+            primary,
+            replica,
+            sentinels,
+        }
+    }
+
+    /// `--sentinel host:port,...` for `app`.
+    pub fn app_args(&self) -> Vec<String> {
+        let list = self
+            .sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect::<Vec<_>>()
+            .join(",");
+        vec![
+            "--sentinel".to_string(),
+            list,
+            "--sentinel-master".into(),
+            "mymaster".into(),
+        ]
+    }
+
+    /// The server the sentinels name as primary now (primary or replica).
+    pub fn current_primary(&self) -> &RedisServer {
+        let port = self.sentinels.iter().find_map(Sentinel::primary);
+        if port == Some(self.replica.port) {
+            &self.replica
+        } else {
+            &self.primary
+        }
+    }
 }

@@ -18,4 +18,5 @@ mod in_process;
 mod measure;
 mod processes;
 mod scripts;
+mod sentinel;
 mod tls;

@@ -104,3 +104,24 @@ fn get_errors_keeping(server: &RedisServer) -> Vec<Record> {
         .filter_map(|i| serde_json::from_str(i).ok())
         .collect()
 }
+
+#[test]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+fn sentinel_failover_five_times_with_and_without_wait_replicas() {
+    let _serial = serial();
+    for extra in [&[][..], &["--wait-replicas", "1"][..]] {
+        let runs: Vec<super::sentinel::Failover> =
+            (0..5).map(|_| super::sentinel::failover(extra)).collect();
+        let mut gaps: Vec<u64> = runs.iter().map(|r| r.gap.as_millis() as u64).collect();
+        gaps.sort_unstable();
+        let lost: usize = runs.iter().map(|r| r.lost).sum();
+        let duplicated: usize = runs.iter().map(|r| r.duplicated).sum();
+        let accepted: usize = runs.iter().map(|r| r.accepted).sum();
+        eprintln!(
+            "sentinel failover {extra:?}: gaps {gaps:?} ms (median {}, max {}); lost {lost} and duplicated {duplicated} of {accepted} accepted",
+            percentile(&gaps, 50.0),
+            gaps.last().copied().unwrap_or(0)
+        );
+        assert_eq!(duplicated, 0);
+    }
+}
