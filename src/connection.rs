@@ -32,8 +32,8 @@ pub struct Redis {
 }
 
 struct Inner {
-    current: RwLock<ConnectionManager>,
-    client: Client,
+    current: RwLock<Link>,
+    client: Maker,
     timeout: Duration,
     address: String,
     client_name: Mutex<String>,
@@ -55,38 +55,93 @@ fn manager_config(timeout: Duration) -> ConnectionManagerConfig {
         .set_max_delay(Duration::from_millis(500))
 }
 
-async fn new_manager(
-    client: &Client,
-    timeout: Duration,
-    name: &str,
-    must_be_primary: bool,
-) -> RedisResult<ConnectionManager> {
-    let connect = async {
-        let mut manager =
-            ConnectionManager::new_with_config(client.clone(), manager_config(timeout)).await?;
-        redis::cmd("CLIENT")
-            .arg("SETNAME")
-            .arg(name)
-            .query_async::<()>(&mut manager)
-            .await?;
-        // A sentinel may still name a primary that has just been demoted:
-        // a copy never settles on a replica.
-        if must_be_primary {
-            let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut manager).await?;
-            if !matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master") {
-                return Err(RedisError::from((
-                    ErrorKind::Client,
-                    "not a primary",
-                    "the sentinels named a server that is a replica now".to_string(),
-                )));
-            }
+/// Opens command connections: to one server, or to a cluster. One lives
+/// per connection, so its size does not matter.
+#[derive(Clone)]
+#[allow(clippy::large_enum_variant)]
+enum Maker {
+    Single(Client),
+    Cluster(redis::cluster::ClusterClient),
+}
+
+/// The command connection: one multiplexed connection to one server, or
+/// redis-rs's cluster connection (one per node, following MOVED and ASK).
+#[derive(Clone)]
+enum Link {
+    Single(ConnectionManager),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Link {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Link::Single(manager) => manager.req_packed_command(cmd),
+            Link::Cluster(cluster) => cluster.req_packed_command(cmd),
         }
-        Ok(manager)
-    };
-    // The handshake itself can hang on a silent network.
-    tokio::time::timeout(timeout * 3, connect)
-        .await
-        .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()))
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Link::Single(manager) => manager.req_packed_commands(pipeline, offset, count),
+            Link::Cluster(cluster) => cluster.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Link::Single(manager) => manager.get_db(),
+            Link::Cluster(cluster) => cluster.get_db(),
+        }
+    }
+}
+
+impl Maker {
+    /// A new command connection, named; `must_be_primary` refuses a server
+    /// that is a replica (a sentinel may still name a demoted primary).
+    async fn connect(
+        &self,
+        timeout: Duration,
+        name: &str,
+        must_be_primary: bool,
+    ) -> RedisResult<Link> {
+        let connect = async {
+            let mut link = match self {
+                Maker::Single(client) => Link::Single(
+                    ConnectionManager::new_with_config(client.clone(), manager_config(timeout))
+                        .await?,
+                ),
+                Maker::Cluster(client) => Link::Cluster(client.get_async_connection().await?),
+            };
+            redis::cmd("CLIENT")
+                .arg("SETNAME")
+                .arg(name)
+                .query_async::<()>(&mut link)
+                .await?;
+            if must_be_primary {
+                let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut link).await?;
+                if !matches!(role.first(), Some(redis::Value::BulkString(r)) if r == b"master") {
+                    return Err(RedisError::from((
+                        ErrorKind::Client,
+                        "not a primary",
+                        "the sentinels named a server that is a replica now".to_string(),
+                    )));
+                }
+            }
+            Ok(link)
+        };
+        // The handshake itself can hang on a silent network.
+        tokio::time::timeout(timeout * 3, connect)
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()))
+    }
 }
 
 /// A handle on the shared command connection. Every request sent through
@@ -94,7 +149,7 @@ async fn new_manager(
 /// lost connection or to replace one that went silent.
 #[derive(Clone)]
 pub struct Conn {
-    manager: ConnectionManager,
+    link: Link,
     redis: Redis,
 }
 
@@ -104,7 +159,7 @@ impl redis::aio::ConnectionLike for Conn {
         cmd: &'a redis::Cmd,
     ) -> redis::RedisFuture<'a, redis::Value> {
         Box::pin(async move {
-            let reply = self.manager.req_packed_command(cmd).await;
+            let reply = self.link.req_packed_command(cmd).await;
             self.redis.observe(reply)
         })
     }
@@ -116,16 +171,13 @@ impl redis::aio::ConnectionLike for Conn {
         count: usize,
     ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
         Box::pin(async move {
-            let replies = self
-                .manager
-                .req_packed_commands(pipeline, offset, count)
-                .await;
+            let replies = self.link.req_packed_commands(pipeline, offset, count).await;
             self.redis.observe(replies)
         })
     }
 
     fn get_db(&self) -> i64 {
-        self.manager.get_db()
+        self.link.get_db()
     }
 }
 
@@ -133,7 +185,7 @@ impl Redis {
     /// A handle on the shared connection, cheap to clone into a task.
     pub fn conn(&self) -> Conn {
         Conn {
-            manager: self.inner.current.read_locked().clone(),
+            link: self.inner.current.read_locked().clone(),
             redis: self.clone(),
         }
     }
@@ -212,9 +264,12 @@ impl Redis {
                 } else {
                     inner.client.clone()
                 };
-                match new_manager(&client, inner.timeout, &name, follows_sentinels).await {
-                    Ok(manager) => {
-                        *inner.current.write_locked() = manager;
+                match client
+                    .connect(inner.timeout, &name, follows_sentinels)
+                    .await
+                {
+                    Ok(link) => {
+                        *inner.current.write_locked() = link;
                         if follows_sentinels {
                             inner.moved.send_modify(|moves| *moves += 1);
                         }
@@ -316,9 +371,9 @@ impl Redis {
     }
 }
 
-fn client(settings: &RedisSettings) -> Result<Client, Error> {
-    let info = settings.connection_info()?;
-    let client = match settings.tls.as_ref() {
+fn client(settings: &RedisSettings) -> Result<Maker, Error> {
+    let fail = |e: redis::RedisError| Error::from_redis(&settings.address(), &e);
+    let certificates = match settings.tls.as_ref() {
         Some(tls) => {
             crate::tls::install_crypto();
             if tls.insecure {
@@ -327,14 +382,29 @@ fn client(settings: &RedisSettings) -> Result<Client, Error> {
                     warn!("--tls-insecure: the server's certificate is not checked; anyone on the way can read and change what is sent")
                 });
             }
-            match tls.certificates() {
-                Some(certificates) => Client::build_with_tls(info, certificates),
-                None => Client::open(info),
-            }
+            tls.certificates()
         }
+        None => None,
+    };
+    if settings.cluster {
+        let mut builder = redis::cluster::ClusterClientBuilder::new(settings.seeds()?);
+        if let Some(user) = &settings.user {
+            builder = builder.username(user);
+        }
+        if let Some(password) = &settings.password {
+            builder = builder.password(password);
+        }
+        if let Some(certificates) = certificates {
+            builder = builder.certs(certificates);
+        }
+        return builder.build().map(Maker::Cluster).map_err(fail);
+    }
+    let info = settings.connection_info()?;
+    let client = match certificates {
+        Some(certificates) => Client::build_with_tls(info, certificates),
         None => Client::open(info),
     };
-    client.map_err(|e| Error::from_redis(&settings.address(), &e))
+    client.map(Maker::Single).map_err(fail)
 }
 
 /// Connects once; fails within a few `timeout`s when Redis cannot be reached.
@@ -352,12 +422,13 @@ pub async fn connect(
             detail,
         })?;
     let client = client(&primary)?;
-    let manager = new_manager(&client, timeout, client_name, settings.sentinel.is_some())
+    let link = client
+        .connect(timeout, client_name, settings.sentinel.is_some())
         .await
         .map_err(|e| Error::from_redis(&address, &e))?;
     Ok(Redis {
         inner: Arc::new(Inner {
-            current: RwLock::new(manager),
+            current: RwLock::new(link),
             client,
             timeout,
             address,
@@ -451,7 +522,31 @@ where
 /// offers no way to send CLIENT SETNAME on a subscriber, so the login and
 /// the name are sent on the raw socket before redis-rs takes it over.
 async fn named_pubsub(settings: &RedisSettings, name: &str) -> Result<PubSub, String> {
-    let settings = &find_primary(settings).await?;
+    if !settings.cluster {
+        return pubsub_on(&find_primary(settings).await?, name).await;
+    }
+    // A PUBLISH reaches every node of a cluster: any seed that answers will do.
+    let mut said = Vec::new();
+    for seed in settings.seeds().map_err(|e| e.to_string())? {
+        let (ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. }) =
+            seed.addr()
+        else {
+            continue;
+        };
+        let node = RedisSettings {
+            cluster: false,
+            ..settings.at(host, *port)
+        };
+        match pubsub_on(&node, name).await {
+            Ok(pubsub) => return Ok(pubsub),
+            Err(e) => said.push(format!("{host}:{port}: {e}")),
+        }
+    }
+    Err(format!("no seed node answered: {}", said.join("; ")))
+}
+
+/// A named subscriber on the one server of `settings`.
+async fn pubsub_on(settings: &RedisSettings, name: &str) -> Result<PubSub, String> {
     let info = settings.connection_info().map_err(|e| e.to_string())?;
     let login = info.redis_settings();
     match (info.addr(), &settings.tls) {
@@ -474,7 +569,7 @@ async fn named_pubsub(settings: &RedisSettings, name: &str) -> Result<PubSub, St
                 .await
                 .map_err(|e| e.to_string())
         }
-        _ => client(settings)
+        _ => Client::open(info.clone())
             .map_err(|e| e.to_string())?
             .get_async_pubsub()
             .await

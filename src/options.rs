@@ -153,7 +153,7 @@ const ROLES: &[&str] = &["auto", "processor"];
 
 /// The options of every command, in the order of `--help` and the docs.
 pub static OPTIONS: &[Opt] = &[
-    opt("host", Redis, Kind::Host, "Redis host")
+    opt("host", Redis, Kind::Host, "Redis host (with --cluster, seed nodes: host[:port],...)")
         .short('h')
         .env("REDIS_HOST")
         .value("HOST")
@@ -189,6 +189,8 @@ pub static OPTIONS: &[Opt] = &[
         .value("FILE"),
     opt("tls-insecure", Redis, Kind::Flag, "TLS without checking the server's certificate (logged as a warning); implies --tls")
         .env("REDIS_TLS_INSECURE"),
+    opt("cluster", Redis, Kind::Flag, "Redis Cluster: --host (host[:port],... ) or --url name seed nodes")
+        .env("REDIS_CLUSTER"),
     opt("sentinel", Redis, Kind::Addresses, "Redis Sentinels (host:port,...) that name the primary and follow its failovers; replaces host and port")
         .env("REDIS_SENTINELS")
         .value("HOSTS"),

@@ -287,6 +287,8 @@ pub struct RedisSettings {
     /// Sentinels that name the primary; `host` and `port` are then the
     /// primary they named last.
     pub sentinel: Option<SentinelSettings>,
+    /// Redis Cluster: the host list (or the URL) names seed nodes.
+    pub cluster: bool,
 }
 
 /// Where the sentinels are, and the name they know the primary by.
@@ -342,6 +344,7 @@ impl RedisSettings {
             db,
             user,
             sentinel,
+            cluster: v.flag("cluster"),
             tls: tls_settings(v, url.as_deref())?,
             wait: match v.int("wait-replicas") {
                 0 => None,
@@ -353,8 +356,31 @@ impl RedisSettings {
             url,
             namespace: v.text("namespace").unwrap_or_default(),
         };
-        settings.connection_info()?;
+        if settings.cluster {
+            if settings.sentinel.is_some() {
+                return Err(SettingsError(
+                    "--cluster and --sentinel do not go together: a cluster fails over by itself"
+                        .to_string(),
+                ));
+            }
+            settings.seeds()?;
+        } else {
+            settings.connection_info()?;
+        }
         Ok(settings)
+    }
+
+    /// The seed nodes of a cluster: each `host[:port]` of `--host` (the port
+    /// defaulting to `--port`), or the URL's one node.
+    pub fn seeds(&self) -> Result<Vec<ConnectionInfo>, SettingsError> {
+        if self.url.is_some() {
+            return Ok(vec![self.connection_info()?]);
+        }
+        parse_addresses(&self.host, self.port)
+            .map_err(|why| SettingsError(format!("invalid value for '--host': {why}")))?
+            .into_iter()
+            .map(|(host, port)| self.at(&host, port).connection_info())
+            .collect()
     }
 
     /// These settings pointed at `host:port` (the primary a sentinel named).

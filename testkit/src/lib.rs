@@ -446,14 +446,19 @@ impl Copy {
 
     /// A copy that reaches the server through `port` (a proxy).
     pub fn start_via(server: &RedisServer, port: u16, name: &str, args: &[&str]) -> Self {
-        let log = server.dir.path().join(format!("{name}.log"));
+        Self::start_in(server.dir.path(), &server.app_args_via(port), name, args)
+    }
+
+    /// A copy told where Redis is by `connect` alone, logging into `dir`.
+    pub fn start_in(dir: &Path, connect: &[String], name: &str, args: &[&str]) -> Self {
+        let log = dir.join(format!("{name}.log"));
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .expect("a log file");
         let child = Command::new(app_binary())
-            .args(server.app_args_via(port))
+            .args(connect)
             .args(["start", "--name", name])
             .args(args)
             .env("RUST_LOG", "info")
@@ -1185,5 +1190,226 @@ impl SentinelSetup {
         } else {
             &self.primary
         }
+    }
+}
+
+// ---- Redis Cluster: three primaries with a replica each ----
+
+/// `redis-cli` beside the `redis-server` under test, else the one on the PATH.
+pub fn redis_cli_binary() -> String {
+    let beside = redis_server_binary().replace("redis-server", "redis-cli");
+    if Path::new(&beside).exists() {
+        beside
+    } else {
+        "redis-cli".to_string()
+    }
+}
+
+/// Six cluster nodes on free ports, made a cluster by `redis-cli --cluster
+/// create` (three primaries, one replica each, node timeout 1 s).
+pub struct Cluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl Cluster {
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..6)
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "1000",
+                    "--appendonly",
+                    "yes",
+                    "--logfile",
+                    "redis.log",
+                    "--repl-diskless-sync-delay",
+                    "0",
+                ])
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new(redis_cli_binary())
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("redis-cli --cluster create runs");
+        assert!(
+            out.status.success(),
+            "cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = Self { nodes };
+        cluster.wait_ok();
+        // A replica that has not finished its first sync cannot take over.
+        wait_until("every replica in sync", Duration::from_secs(30), || {
+            cluster.nodes.iter().all(|n| {
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query(&mut n.conn())
+                    .unwrap_or_default();
+                info.contains("role:master") || info.contains("master_link_status:up")
+            })
+        });
+        cluster
+    }
+
+    /// Waits until every live node says `cluster_state:ok` and agrees on
+    /// who owns the namespace's slot.
+    pub fn wait_ok(&self) {
+        wait_until("the cluster to be ok", Duration::from_secs(30), || {
+            let owners: Vec<Option<u16>> = self
+                .live()
+                .map(|n| {
+                    let info: String = redis::cmd("CLUSTER")
+                        .arg("INFO")
+                        .query(&mut n.conn())
+                        .unwrap_or_default();
+                    info.contains("cluster_state:ok")
+                        .then(|| self.owner_seen_by(n))
+                        .flatten()
+                })
+                .collect();
+            owners.iter().all(|o| o.is_some() && *o == owners[0])
+        });
+    }
+
+    fn live(&self) -> impl Iterator<Item = &RedisServer> {
+        self.nodes.iter().filter(|n| {
+            redis::Client::open(n.url())
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(300)))
+                .is_ok()
+        })
+    }
+
+    /// The slot of the namespace `app`.
+    pub fn slot(&self) -> u16 {
+        let node = self.live().next().expect("a live node");
+        redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg("{app}")
+            .query(&mut node.conn())
+            .expect("keyslot")
+    }
+
+    /// The port of the primary that owns the namespace's slot, as `node` sees it.
+    fn owner_seen_by(&self, node: &RedisServer) -> Option<u16> {
+        let slot = i64::from(self.slot());
+        let ranges: Vec<Vec<redis::Value>> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query(&mut node.conn())
+            .ok()?;
+        ranges.iter().find_map(|range| {
+            let int = |v: &redis::Value| match v {
+                redis::Value::Int(n) => Some(*n),
+                _ => None,
+            };
+            let (from, to) = (int(range.first()?)?, int(range.get(1)?)?);
+            if !(from..=to).contains(&slot) {
+                return None;
+            }
+            let redis::Value::Array(primary) = range.get(2)? else {
+                return None;
+            };
+            int(primary.get(1)?).and_then(|p| u16::try_from(p).ok())
+        })
+    }
+
+    /// The node that owns the namespace's slot now.
+    pub fn owner(&self) -> &RedisServer {
+        let node = self.live().next().expect("a live node");
+        let port = self.owner_seen_by(node).expect("an owner");
+        self.node(port)
+    }
+
+    pub fn node(&self, port: u16) -> &RedisServer {
+        self.nodes
+            .iter()
+            .find(|n| n.port == port)
+            .expect("a node of the cluster")
+    }
+
+    pub fn node_mut(&mut self, port: u16) -> &mut RedisServer {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("a node of the cluster")
+    }
+
+    /// `--cluster --host <every node>` for `app`.
+    pub fn app_args(&self) -> Vec<String> {
+        let seeds: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        vec!["--cluster".to_string(), "--host".into(), seeds.join(",")]
+    }
+
+    fn node_id(node: &RedisServer) -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut node.conn())
+            .expect("cluster myid")
+    }
+
+    /// Moves the namespace's slot, keys and all, to the primary on `to`
+    /// (CLUSTER SETSLOT IMPORTING/MIGRATING, MIGRATE in batches, SETSLOT
+    /// NODE), while copies keep using it.
+    pub fn migrate_slot_to(&self, to: u16) {
+        let slot = self.slot();
+        let source = self.owner();
+        let target = self.node(to);
+        let (source_id, target_id) = (Self::node_id(source), Self::node_id(target));
+        let setslot = |node: &RedisServer, how: &str, id: &str| {
+            let _: () = redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg(how)
+                .arg(id)
+                .query(&mut node.conn())
+                .unwrap_or_else(|e| panic!("setslot {how}: {e}"));
+        };
+        setslot(target, "IMPORTING", &source_id);
+        setslot(source, "MIGRATING", &target_id);
+        loop {
+            let keys: Vec<String> = redis::cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(slot)
+                .arg(10)
+                .query(&mut source.conn())
+                .expect("getkeysinslot");
+            if keys.is_empty() {
+                break;
+            }
+            let _: () = redis::cmd("MIGRATE")
+                .arg("127.0.0.1")
+                .arg(to)
+                .arg("")
+                .arg(0)
+                .arg(5000)
+                .arg("KEYS")
+                .arg(&keys)
+                .query(&mut source.conn())
+                .expect("migrate");
+            // Slowly, so that copies meet the slot half moved (ASK, TRYAGAIN).
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for node in self.live() {
+            let _: redis::RedisResult<()> = redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg("NODE")
+                .arg(&target_id)
+                .query(&mut node.conn());
+        }
+        self.wait_ok();
     }
 }

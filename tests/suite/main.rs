@@ -10,6 +10,7 @@
 mod acl;
 mod chaos;
 mod cli;
+mod cluster;
 mod durability;
 mod edges;
 mod failures;
