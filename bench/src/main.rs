@@ -61,13 +61,17 @@ struct Options {
     idle: Vec<usize>,
     svg: Option<PathBuf>,
     csv: Option<PathBuf>,
+    /// Redis speaks only TLS; the copies check its certificate.
+    tls: bool,
+    /// Replicas started beside Redis, and `--wait-replicas` for the copies.
+    wait_replicas: u32,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: redis-ql-bench [--processors P] [--concurrency C] [--seconds T] [--warmup W] [--json]\n\
          \x20                     [--sweep [--svg FILE] [--csv FILE]] [--idle K,K,...]\n\
-         \x20                     [--app PATH] [--redis-server PATH]"
+         \x20                     [--tls] [--wait-replicas N] [--app PATH] [--redis-server PATH]"
     );
     std::process::exit(2)
 }
@@ -89,6 +93,8 @@ fn options() -> Options {
         idle: Vec::new(),
         svg: None,
         csv: None,
+        tls: false,
+        wait_replicas: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -101,6 +107,8 @@ fn options() -> Options {
             "--app" => o.app = PathBuf::from(value()),
             "--redis-server" => o.redis_server = value(),
             "--json" => o.json = true,
+            "--tls" => o.tls = true,
+            "--wait-replicas" => o.wait_replicas = value().parse().unwrap_or_else(|_| usage()),
             "--sweep" => o.sweep = true,
             "--svg" => o.svg = Some(PathBuf::from(value())),
             "--csv" => o.csv = Some(PathBuf::from(value())),
@@ -124,6 +132,8 @@ fn fail(what: &str) -> ! {
 /// A private Redis and the copies started against it; all killed on drop.
 struct Cluster {
     port: u16,
+    /// What every copy is given to reach Redis, beyond host and port.
+    connect: Vec<String>,
     conn: redis::Connection,
     children: Vec<Child>,
     copies: Vec<Child>,
@@ -138,29 +148,52 @@ impl Cluster {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .unwrap_or_else(|e| fail(&format!("no free port: {e}")));
-        let redis = Command::new(&o.redis_server)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args([
-                "--maxclients",
-                "10000",
-                "--dir",
-                &dir.path().to_string_lossy(),
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| fail(&format!("cannot start {}: {e}", o.redis_server)));
-        let url = format!("redis://127.0.0.1:{port}/");
+        let port_text = port.to_string();
+        if o.tls {
+            testkit::make_certificates(dir.path());
+        }
+        let listen_on = |port: &str| -> Vec<String> {
+            let args: Vec<&str> = if o.tls {
+                vec![
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    port,
+                    "--tls-cert-file",
+                    "server.crt",
+                    "--tls-key-file",
+                    "server.key",
+                    "--tls-ca-cert-file",
+                    "ca.crt",
+                    "--tls-auth-clients",
+                    "no",
+                    "--tls-replication",
+                    "yes",
+                ]
+            } else {
+                vec!["--port", port]
+            };
+            args.into_iter().map(str::to_string).collect()
+        };
+        let spawn = |extra: &[String], dir: &std::path::Path| {
+            Command::new(&o.redis_server)
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--maxclients", "10000", "--dir", &dir.to_string_lossy()])
+                .args(extra)
+                .current_dir(dir)
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| fail(&format!("cannot start {}: {e}", o.redis_server)))
+        };
+        let mut children = vec![spawn(&listen_on(&port_text), dir.path())];
+        let url = if o.tls {
+            testkit::install_crypto();
+            format!("rediss://127.0.0.1:{port}/#insecure")
+        } else {
+            format!("redis://127.0.0.1:{port}/")
+        };
         let started = Instant::now();
-        let conn = loop {
+        let mut conn = loop {
             if let Ok(conn) = redis::Client::open(url.as_str()).and_then(|c| c.get_connection()) {
                 break conn;
             }
@@ -169,10 +202,41 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
+        for _ in 0..o.wait_replicas {
+            let replica_port = testkit::free_port().to_string();
+            let mut args = listen_on(&replica_port);
+            args.extend(["--replicaof", "127.0.0.1", &port_text].map(str::to_string));
+            children.push(spawn(&args, dir.path()));
+        }
+        if o.wait_replicas > 0 {
+            let started = Instant::now();
+            while redis::cmd("INFO")
+                .arg("replication")
+                .query::<String>(&mut conn)
+                .map(|info| info.matches("state=online").count() < o.wait_replicas as usize)
+                .unwrap_or(true)
+            {
+                if started.elapsed() > Duration::from_secs(20) {
+                    fail("the replicas did not come online");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        let mut connect = Vec::new();
+        if o.tls {
+            connect.extend([
+                "--tls-ca".to_string(),
+                dir.path().join("ca.crt").display().to_string(),
+            ]);
+        }
+        if o.wait_replicas > 0 {
+            connect.extend(["--wait-replicas".to_string(), o.wait_replicas.to_string()]);
+        }
         Self {
             port,
+            connect,
             conn,
-            children: vec![redis],
+            children,
             copies: Vec::new(),
             app: o.app.clone(),
             _dir: dir,
@@ -181,15 +245,9 @@ impl Cluster {
 
     fn copy(&mut self, name: &str, args: &[&str]) -> u32 {
         let child = Command::new(&self.app)
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "start",
-                "--name",
-                name,
-            ])
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(&self.connect)
+            .args(["start", "--name", name])
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

@@ -4,6 +4,8 @@
 
 pub mod proxy;
 
+pub use redis_ql::tls::install_crypto;
+
 use redis::Commands;
 use redis_ql::connection::Redis;
 use redis_ql::keys::Keys;

@@ -125,3 +125,18 @@ fn sentinel_failover_five_times_with_and_without_wait_replicas() {
         assert_eq!(duplicated, 0);
     }
 }
+
+#[test]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+fn cluster_failover_five_times() {
+    let _serial = serial();
+    let mut gaps: Vec<u64> = (0..5)
+        .map(|_| super::cluster::failover().0.as_millis() as u64)
+        .collect();
+    gaps.sort_unstable();
+    eprintln!(
+        "cluster failover: gaps {gaps:?} ms (median {}, max {})",
+        percentile(&gaps, 50.0),
+        gaps.last().copied().unwrap_or(0)
+    );
+}
