@@ -481,6 +481,46 @@ pub async fn connect_retrying(
     }
 }
 
+/// With sentinels: listens to them for `+switch-master` of our primary and
+/// moves the command connection (and with it the subscriber) at once,
+/// instead of at the next lost connection or `READONLY`. One sentinel at a
+/// time, the next when it is lost; until shutdown.
+pub async fn follow_sentinels(redis: Redis, shutdown: CancellationToken) {
+    let Some(sentinel) = redis.inner.settings.sentinel.clone() else {
+        return;
+    };
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    for (host, port) in sentinel.sentinels.iter().cycle() {
+        let listen = async {
+            let client = Client::open(ConnectionAddr::Tcp(host.clone(), *port))?;
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe("+switch-master").await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        if let Ok(Ok(pubsub)) = tokio::time::timeout(Duration::from_secs(1), listen).await {
+            backoff.reset();
+            let mut events = pubsub.into_on_message();
+            loop {
+                let event = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    event = events.next() => event,
+                };
+                let Some(event) = event else { break };
+                // "<master name> <old ip> <old port> <new ip> <new port>"
+                let payload: String = event.get_payload().unwrap_or_default();
+                if payload.split(' ').next() == Some(sentinel.master.as_str()) {
+                    info!(switch = %crate::escape::for_terminal(&payload), "the sentinels switched the primary; following");
+                    redis.replace_connection();
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff.next_wait()) => {}
+        }
+    }
+}
+
 /// What the subscriber hears, for the tasks that wait on it. A `Notify`
 /// keeps one wake-up for a task that is busy when it arrives.
 #[derive(Debug, Default)]

@@ -268,6 +268,10 @@ pub async fn run(
 
     let namer = copy.clone();
     let namespace = redis_settings.namespace.clone();
+    copy.tasks.spawn(connection::follow_sentinels(
+        copy.redis.clone(),
+        shutdown.clone(),
+    ));
     copy.tasks.spawn(connection::subscribe(
         copy.redis.clone(),
         move || client_name(&namespace, &namer.id()),

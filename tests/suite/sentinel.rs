@@ -62,6 +62,14 @@ pub fn failover(extra: &[&str]) -> Failover {
 
     let promoted = setup.current_primary();
     assert_eq!(promoted.port, setup.replica.port, "no failback happened");
+    for copy in generator.iter().chain(&processor) {
+        assert!(
+            copy.log_text()
+                .contains("the sentinels switched the primary"),
+            "each copy heard +switch-master:\n{}",
+            copy.log_text()
+        );
+    }
     // The generator stops; the processor takes what is left, then stops.
     stop_all(promoted, &mut generator);
     wait_queue_empty(promoted, Duration::from_secs(20));
