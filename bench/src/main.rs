@@ -153,27 +153,11 @@ impl Cluster {
             testkit::make_certificates(dir.path());
         }
         let listen_on = |port: &str| -> Vec<String> {
-            let args: Vec<&str> = if o.tls {
-                vec![
-                    "--port",
-                    "0",
-                    "--tls-port",
-                    port,
-                    "--tls-cert-file",
-                    "server.crt",
-                    "--tls-key-file",
-                    "server.key",
-                    "--tls-ca-cert-file",
-                    "ca.crt",
-                    "--tls-auth-clients",
-                    "no",
-                    "--tls-replication",
-                    "yes",
-                ]
+            if o.tls {
+                testkit::tls_server_args(port, false)
             } else {
-                vec!["--port", port]
-            };
-            args.into_iter().map(str::to_string).collect()
+                vec!["--port".to_string(), port.to_string()]
+            }
         };
         let spawn = |extra: &[String], dir: &std::path::Path| {
             Command::new(&o.redis_server)

@@ -243,22 +243,9 @@ impl RedisServer {
 
     fn spawn(port: u16, dir: &Path, extra: &[&str], tls: Option<Tls>) -> Child {
         let port = port.to_string();
-        let listen: Vec<&str> = match tls {
-            None => vec!["--port", &port],
-            Some(tls) => vec![
-                "--port",
-                "0",
-                "--tls-port",
-                &port,
-                "--tls-cert-file",
-                "server.crt",
-                "--tls-key-file",
-                "server.key",
-                "--tls-ca-cert-file",
-                "ca.crt",
-                "--tls-auth-clients",
-                if tls == Tls::Mutual { "yes" } else { "no" },
-            ],
+        let listen: Vec<String> = match tls {
+            None => vec!["--port".to_string(), port],
+            Some(tls) => tls_server_args(&port, tls == Tls::Mutual),
         };
         Command::new(redis_server_binary())
             .args(listen)
@@ -337,11 +324,7 @@ impl RedisServer {
 
     /// Sends `signal` (`STOP`, `CONT`...) to the server.
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.pid().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -{signal} {}", self.pid());
+        send_signal(self.pid(), signal);
     }
 
     /// A replica of this server, plain TCP, caught up when it returns.
@@ -407,6 +390,39 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `kill -SIGNAL pid`, which must succeed.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+/// The options that make a `redis-server` listen on `port` over TLS only,
+/// with the certificates of [`make_certificates`] in its directory;
+/// `clients` asks each client for a certificate too.
+pub fn tls_server_args(port: &str, clients: bool) -> Vec<String> {
+    [
+        "--port",
+        "0",
+        "--tls-port",
+        port,
+        "--tls-cert-file",
+        "server.crt",
+        "--tls-key-file",
+        "server.key",
+        "--tls-ca-cert-file",
+        "ca.crt",
+        "--tls-auth-clients",
+        if clients { "yes" } else { "no" },
+        "--tls-replication",
+        "yes",
+    ]
+    .map(str::to_string)
+    .to_vec()
 }
 
 /// The `app` under test: `$APP_BIN` when set (to run the suite against
@@ -476,11 +492,7 @@ impl Copy {
     }
 
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.pid().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -{signal} {}", self.pid());
+        send_signal(self.pid(), signal);
     }
 
     pub fn kill9(&mut self) {
