@@ -252,6 +252,10 @@ impl Redis {
             let most = if follows_sentinels { 500 } else { 2000 };
             let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(most));
             loop {
+                // Nobody but this loop holds the connection: nothing to replace it for.
+                if Arc::strong_count(&redis.inner) == 1 {
+                    break;
+                }
                 let name = inner.client_name.locked().clone();
                 let client = if follows_sentinels {
                     match find_primary(&inner.settings).await.map(|p| client(&p)) {
@@ -355,9 +359,15 @@ impl Redis {
         let Some(wait) = self.inner.wait else {
             return Ok(Replicated::NotAsked);
         };
+        // WAIT holds the one shared connection: it must give up well before
+        // a request would, or every request behind it would time out too.
+        let timeout = wait
+            .timeout
+            .min(self.inner.timeout / 2)
+            .max(Duration::from_millis(1));
         let acked: u64 = redis::cmd("WAIT")
             .arg(wait.replicas)
-            .arg(wait.timeout.as_millis() as u64)
+            .arg(timeout.as_millis() as u64)
             .query_async(&mut self.conn())
             .await?;
         Ok(if acked >= u64::from(wait.replicas) {
@@ -499,11 +509,20 @@ pub async fn follow_sentinels(redis: Redis, shutdown: CancellationToken) {
         };
         if let Ok(Ok(pubsub)) = tokio::time::timeout(Duration::from_secs(1), listen).await {
             backoff.reset();
-            let mut events = pubsub.into_on_message();
+            let (mut sink, mut events) = pubsub.split();
+            // A sentinel gone silent is noticed by its unanswered ping.
+            let mut ping = tokio::time::interval(SUBSCRIBER_PING);
             loop {
                 let event = tokio::select! {
                     _ = shutdown.cancelled() => return,
                     event = events.next() => event,
+                    _ = ping.tick() => {
+                        let pong = tokio::time::timeout(Duration::from_secs(1), sink.ping::<redis::Value>()).await;
+                        if matches!(pong, Ok(Ok(_))) {
+                            continue;
+                        }
+                        break;
+                    }
                 };
                 let Some(event) = event else { break };
                 // "<master name> <old ip> <old port> <new ip> <new port>"
@@ -661,24 +680,21 @@ pub async fn subscribe(
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     let mut lost_since: Option<Instant> = None;
     while !shutdown.is_cancelled() {
+        // Finding a node has its own time limits (1 s a sentinel, 5 s a
+        // seed); then a silent network must not leave SUBSCRIBE waiting.
         let attempt = async {
             let mut pubsub = named_pubsub(settings, &client_name()).await?;
-            pubsub
-                .subscribe(&wake_channel)
+            let subscribing = async {
+                pubsub.subscribe(&wake_channel).await?;
+                pubsub.subscribe(&lease_channel).await
+            };
+            tokio::time::timeout(ping_timeout * 3, subscribing)
                 .await
-                .map_err(|e| e.to_string())?;
-            pubsub
-                .subscribe(&lease_channel)
-                .await
+                .map_err(|_| "timed out".to_string())?
                 .map_err(|e| e.to_string())?;
             Ok::<_, String>(pubsub)
         };
-        // A silent network would leave the handshake waiting for ever.
-        let attempt = tokio::time::timeout(ping_timeout * 3, attempt);
-        let pubsub = match attempt
-            .await
-            .unwrap_or_else(|_| Err("timed out".to_string()))
-        {
+        let pubsub = match attempt.await {
             Ok(pubsub) => pubsub,
             Err(e) => {
                 if lost_since.is_none() {

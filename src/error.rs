@@ -34,8 +34,11 @@ impl Error {
     pub fn from_redis(address: &str, err: &redis::RedisError) -> Self {
         let detail = crate::escape::for_terminal(&err.to_string()).into_owned();
         let address = address.to_string();
+        // The cluster client reports a refused login inside an I/O error.
         let auth = err.kind() == redis::ErrorKind::AuthenticationFailed
-            || matches!(err.code(), Some("NOAUTH" | "WRONGPASS"));
+            || matches!(err.code(), Some("NOAUTH" | "WRONGPASS"))
+            || detail.contains("WRONGPASS")
+            || detail.contains("NOAUTH");
         if auth {
             Error::Auth { address, detail }
         } else if is_tls_failure(&detail) {

@@ -65,6 +65,11 @@ pub(crate) fn check(opt: &Opt, value: &str) -> Result<(), String> {
                 Ok(())
             }
         }
+        // A value with '@' or '/' may be a URL with a password: never repeated.
+        Kind::Host if value.contains(['@', '/']) => Err(format!(
+            "invalid value for '--{}': a host name or address, not a URL (a URL goes in --url)",
+            opt.name
+        )),
         Kind::Host => {
             if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 Err(format!(
@@ -86,9 +91,10 @@ pub(crate) fn check(opt: &Opt, value: &str) -> Result<(), String> {
             "invalid value '' for '--{}': the path of a file",
             opt.name
         )),
+        // Its value may hold a login: never repeated.
         Kind::Addresses => parse_addresses(value, 26379)
             .map(|_| ())
-            .map_err(|why| format!("invalid value '{}' for '--{}': {why}", shown(), opt.name)),
+            .map_err(|why| format!("invalid value for '--{}': {why}", opt.name)),
         Kind::Secret | Kind::File => Ok(()),
     }
 }
@@ -109,8 +115,13 @@ fn parse_addresses(value: &str, default_port: u16) -> Result<Vec<(String, u16)>,
                 ),
                 None => (one, default_port),
             };
-            if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err("each address is host:port, separated by commas");
+            // '@' or '/': a login or a URL, which may hold a password.
+            if host.is_empty()
+                || host
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '@' || c == '/')
+            {
+                return Err("each address is host:port, separated by commas (a URL goes in --url)");
             }
             Ok((host.to_string(), port))
         })
@@ -203,9 +214,19 @@ impl FileConfig {
     }
 }
 
-/// The checked value of every option of one command, after layering.
+/// Where a value came from, weakest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Layer {
+    Default,
+    File,
+    Environment,
+    CommandLine,
+}
+
+/// The checked value of every option of one command, after layering, and
+/// the layer each came from.
 #[derive(Debug, Default)]
-struct Values(HashMap<&'static str, String>);
+struct Values(HashMap<&'static str, (String, Layer)>);
 
 impl Values {
     /// Command line and environment (clap's `matches`) over `file` over the
@@ -221,6 +242,12 @@ impl Values {
                 matches.value_source(opt.name),
                 Some(ValueSource::CommandLine | ValueSource::EnvVariable)
             );
+            let layer = match matches.value_source(opt.name) {
+                Some(ValueSource::CommandLine) => Layer::CommandLine,
+                Some(ValueSource::EnvVariable) => Layer::Environment,
+                _ if file.values.contains_key(opt.name) => Layer::File,
+                _ => Layer::Default,
+            };
             let value = if opt.kind == Kind::Flag && given {
                 Some(matches.get_flag(opt.name).to_string())
             } else if given {
@@ -243,20 +270,24 @@ impl Values {
                     .or(opt.default.map(str::to_string))
             };
             if let Some(value) = value {
-                values.insert(opt.name, value);
+                values.insert(opt.name, (value, layer));
             }
         }
         Ok(Self(values))
     }
 
     fn text(&self, name: &str) -> Option<String> {
-        self.0.get(name).cloned()
+        self.0.get(name).map(|(value, _)| value.clone())
+    }
+
+    /// The layer `name` came from; `Default` when it has no value.
+    fn layer_of(&self, name: &str) -> Layer {
+        self.0.get(name).map_or(Layer::Default, |(_, layer)| *layer)
     }
 
     /// A checked number; every number option has a default, so it is there.
     fn int(&self, name: &str) -> u64 {
-        self.0
-            .get(name)
+        self.text(name)
             .and_then(|v| v.parse().ok())
             .unwrap_or_default()
     }
@@ -266,7 +297,7 @@ impl Values {
     }
 
     fn flag(&self, name: &str) -> bool {
-        self.0.get(name).is_some_and(|v| v == "true")
+        self.text(name).is_some_and(|v| v == "true")
     }
 }
 
@@ -320,7 +351,23 @@ impl std::fmt::Debug for RedisSettings {
 
 impl RedisSettings {
     fn from_values(v: &Values) -> Result<Self, SettingsError> {
-        let mut url = v.text("url");
+        // A URL overrides host, port, pass and db, but not ones given at a
+        // stronger layer (a URL in the config file, -h on the command line).
+        let mut url = v.text("url").filter(|_| {
+            let url = v.layer_of("url");
+            ["host", "port", "pass", "db", "sentinel"]
+                .iter()
+                .all(|name| v.layer_of(name) <= url || v.layer_of(name) == Layer::Default)
+        });
+        if url
+            .as_deref()
+            .is_some_and(|u| !u.starts_with("redis+sentinel://"))
+            && v.text("sentinel").is_some()
+        {
+            return Err(SettingsError(
+                "--sentinel and a redis:// or rediss:// --url do not go together: give the sentinels, or a redis+sentinel:// URL".to_string(),
+            ));
+        }
         let mut sentinel = v.text("sentinel").map(|list| SentinelSettings {
             sentinels: parse_addresses(&list, 26379).unwrap_or_default(),
             master: v.text("sentinel-master").unwrap_or_default(),
@@ -357,6 +404,11 @@ impl RedisSettings {
             namespace: v.text("namespace").unwrap_or_default(),
         };
         if settings.cluster {
+            if settings.db != 0 {
+                return Err(SettingsError(
+                    "--db and --cluster do not go together: a cluster has only db 0".to_string(),
+                ));
+            }
             if settings.sentinel.is_some() {
                 return Err(SettingsError(
                     "--cluster and --sentinel do not go together: a cluster fails over by itself"
@@ -474,6 +526,30 @@ struct SentinelUrl {
     db: Option<i64>,
 }
 
+/// `%XX` escapes decoded, as in the user and password of any URL.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let hex = bytes
+            .get(at + 1..at + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[at], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                at += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                at += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// `[user:pass@]host:port,host:port/master[/db]`, after the scheme. The
 /// URL may hold a password: errors never repeat it.
 fn parse_sentinel_url(rest: &str) -> Result<SentinelUrl, SettingsError> {
@@ -486,10 +562,10 @@ fn parse_sentinel_url(rest: &str) -> Result<SentinelUrl, SettingsError> {
         Some((login, rest)) => (Some(login), rest),
         None => (None, rest),
     };
-    let (user, password) = match login.map(|l| l.split_once(':').unwrap_or(("", l))) {
+    let (user, password) = match login.map(|l| l.split_once(':').unwrap_or((l, ""))) {
         Some((user, password)) => (
-            (!user.is_empty()).then(|| user.to_string()),
-            (!password.is_empty()).then(|| password.to_string()),
+            (!user.is_empty()).then(|| percent_decoded(user)),
+            (!password.is_empty()).then(|| percent_decoded(password)),
         ),
         None => (None, None),
     };
@@ -509,6 +585,14 @@ fn parse_sentinel_url(rest: &str) -> Result<SentinelUrl, SettingsError> {
         None => None,
     };
     let sentinels = parse_addresses(hosts, 26379).map_err(|why| bad(&why))?;
+    if master
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '{' || c == '}')
+    {
+        return Err(bad(
+            "the master name has spaces, control characters or braces",
+        ));
+    }
     Ok(SentinelUrl {
         sentinel: SentinelSettings {
             sentinels,
@@ -537,11 +621,14 @@ fn tls_settings(v: &Values, url: Option<&str>) -> Result<Option<TlsSettings>, Se
             .transpose()
     };
     let (ca, cert, key) = (read("tls-ca")?, read("tls-cert")?, read("tls-key")?);
-    let insecure = v.flag("tls-insecure");
+    // rediss://...#insecure is redis-rs's way of saying --tls-insecure.
+    let insecure = v.flag("tls-insecure")
+        || url.is_some_and(|u| u.starts_with("rediss://") && u.ends_with("#insecure"));
     let wanted = v.flag("tls")
         || insecure
         || ca.is_some()
         || cert.is_some()
+        || key.is_some()
         || url.is_some_and(|u| u.starts_with("rediss://"));
     if !wanted {
         return Ok(None);
@@ -788,6 +875,64 @@ mod tests {
         assert!(err.0.contains("'--tls'"), "{err}");
         let err = Settings::from_args(["--tls-ca", "/nonexistent/ca.pem", "status"]).unwrap_err();
         assert!(err.0.contains("--tls-ca") && !err.0.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn a_url_in_a_weaker_layer_loses_to_a_host_and_hosts_are_not_urls() {
+        let dir = std::env::temp_dir().join(format!("redis-ql-url-{}", std::process::id()));
+        std::fs::write(&dir, "[redis]\nurl = \"redis://file.example:7000\"\n").expect("write");
+        let path = dir.display().to_string();
+        let from_file = Settings::from_args(["--config", &path, "status"]).expect("settings");
+        let overridden = Settings::from_args(["--config", &path, "-h", "cli.example", "status"])
+            .expect("settings");
+        let _ = std::fs::remove_file(&dir);
+        assert_eq!(from_file.redis.address(), "file.example:7000");
+        assert_eq!(overridden.redis.address(), "cli.example:6379");
+        let err = Settings::from_args(["-h", "redis://:pw@h", "status"]).unwrap_err();
+        assert!(!err.0.contains("pw"), "{err}");
+        let err = Settings::from_args(["--sentinel", "u:pw@h:26379", "status"]).unwrap_err();
+        assert!(!err.0.contains("pw"), "{err}");
+    }
+
+    #[test]
+    fn combinations_that_cannot_work_are_refused() {
+        for args in [
+            &["--sentinel", "h:26379", "--url", "redis://x:6379", "status"][..],
+            &["--cluster", "--db", "2", "status"],
+            &["--tls-key", "/dev/null", "status"],
+        ] {
+            let err = Settings::from_args(args).unwrap_err();
+            assert!(!err.0.contains('\n'), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_sentinel_url_is_read_whole() {
+        let s = Settings::from_args([
+            "--url",
+            "redis+sentinel://me:p%40ss@h1:26380,h2/primary/2",
+            "status",
+        ])
+        .expect("settings")
+        .redis;
+        let sentinel = s.sentinel.clone().expect("sentinels");
+        assert_eq!(sentinel.master, "primary");
+        assert_eq!(
+            sentinel.sentinels,
+            vec![("h1".to_string(), 26380), ("h2".to_string(), 26379)]
+        );
+        assert_eq!(
+            (s.user.as_deref(), s.password.as_deref(), s.db),
+            (Some("me"), Some("p@ss"), 2)
+        );
+        let user_only = Settings::from_args(["--url", "redis+sentinel://me@h1/primary", "status"])
+            .expect("settings")
+            .redis;
+        assert_eq!(
+            (user_only.user.as_deref(), user_only.password),
+            (Some("me"), None)
+        );
+        assert!(Settings::from_args(["--url", "redis+sentinel://h1/a%20b c", "status"]).is_err());
     }
 
     #[test]
