@@ -172,7 +172,7 @@ pub static OPTIONS: &[Opt] = &[
     opt("user", Redis, Kind::Word { max: 256 }, "Redis 6+ ACL user")
         .env("REDIS_USER")
         .value("USER"),
-    opt("url", Redis, Kind::Secret, "redis://, rediss:// (TLS) or redis+sentinel://[user:pass@]host:port,.../master[/db] URL; overrides host, port, pass and db")
+    opt("url", Redis, Kind::Secret, "redis://, rediss:// (TLS) or redis+sentinel://[user:pass@]host:port,.../master[/db] URL; overrides host, port, pass and db, unless one is given at a stronger layer")
         .env("REDIS_URL")
         .value("URL"),
     opt("tls", Redis, Kind::Flag, "Connect with TLS, as a rediss:// URL does")
@@ -200,7 +200,7 @@ pub static OPTIONS: &[Opt] = &[
         .default("mymaster"),
     opt("wait-replicas", Redis, Kind::Int { min: 0, max: 100 }, "Replicas that must confirm each enqueue and ack (WAIT), and each get-errors batch before it is deleted")
         .default("0"),
-    opt("wait-timeout-ms", Redis, Kind::Int { min: 1, max: 60_000 }, "How long a write waits for --wait-replicas; past it the write is logged and counted as unconfirmed")
+    opt("wait-timeout-ms", Redis, Kind::Int { min: 1, max: 60_000 }, "How long a write waits for --wait-replicas (at most half the request timeout); past it the write is logged and counted as unconfirmed")
         .default("100"),
     opt("namespace", Redis, Kind::Word { max: 64 }, "Key prefix: two namespaces on one Redis never see each other")
         .env("APP_NAMESPACE")
