@@ -36,6 +36,7 @@ pub fn command() -> Command {
         .about("An elected generator and exactly-once processors, coordinated only through Redis")
         .disable_help_flag(true)
         .subcommand_required(true)
+        .arg_required_else_help(true)
         .after_help("Settings: CLI > environment > --config file > built-in defaults (config/default.toml).")
         .arg(
             Arg::new("help")
@@ -62,6 +63,7 @@ pub fn command() -> Command {
                 .help("Read settings from a TOML file shaped like config/default.toml"),
         )
         .args(options::of(Section::Redis).map(|opt| arg(opt).global(true).help_heading("Redis options")))
+        .args(options::of(Section::Log).map(|opt| arg(opt).global(true).help_heading("Log options")))
         .subcommand(
             Command::new("start")
                 .about("Start a copy (it becomes generator or processor)")
@@ -80,12 +82,19 @@ pub fn command() -> Command {
         )
 }
 
-/// clap's error as one line, as every other bad option is reported.
+/// clap's error as one line, as every other bad option is reported, with
+/// clap's "did you mean" tip when it has one.
 pub fn first_line(err: &clap::Error) -> String {
     let rendered = err.render().to_string();
     let first = rendered.lines().next().unwrap_or("error: bad usage");
     let first = first.strip_prefix("error: ").unwrap_or(first);
-    format!("{first} (see --help)")
+    match rendered
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("tip: "))
+    {
+        Some(tip) => format!("{first}; {tip} (see --help)"),
+        None => format!("{first} (see --help)"),
+    }
 }
 
 const COMMANDS: [&str; 4] = ["start", "get-errors", "getErrors", "status"];

@@ -2,7 +2,7 @@
 
 use redis_ql::cli;
 use redis_ql::error::Error;
-use redis_ql::settings::{CommandSettings, Settings};
+use redis_ql::settings::{CommandSettings, LogFormat, Settings};
 use redis_ql::{connection, drain, keys::Keys, status};
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -26,7 +26,13 @@ fn main() -> ExitCode {
         }
     }
     let settings = match cli::command().try_get_matches_from(args) {
-        Err(e) if !e.use_stderr() => e.exit(),
+        // --help, --version, and a bare `app`, which shows the help.
+        Err(e)
+            if !e.use_stderr()
+                || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            e.exit()
+        }
         Err(e) => Err(cli::first_line(&e)),
         Ok(matches) => Settings::from_matches(&matches).map_err(|e| e.to_string()),
     };
@@ -37,6 +43,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // An invalid RUST_LOG is bad usage, not a silent `info`.
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => {
+            match tracing_subscriber::EnvFilter::try_new(&spec) {
+                Ok(filter) => filter,
+                Err(e) => {
+                    say(&format!(
+                        "error: invalid RUST_LOG '{}': {e}",
+                        redis_ql::escape::for_terminal(&spec)
+                    ));
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        _ => tracing_subscriber::EnvFilter::new("info"),
+    };
     // Log lines go through a thread of their own and are dropped, not
     // waited for, when stderr cannot keep up: a stderr that is full, broken
     // or closed never blocks a copy's work or its shutdown, and never panics.
@@ -45,15 +67,17 @@ fn main() -> ExitCode {
         .buffered_lines_limit(10_000)
         .thread_name("log")
         .finish(std::io::stderr());
-    tracing_subscriber::fmt()
+    // Colour only on a terminal, and never when NO_COLOR is set (no-color.org).
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let logs = tracing_subscriber::fmt()
         .with_writer(stderr)
-        .with_ansi(std::io::stderr().is_terminal())
         .log_internal_errors(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+        .with_env_filter(filter);
+    match settings.log_format {
+        LogFormat::Text => logs.with_ansi(colour).init(),
+        LogFormat::Json => logs.json().with_ansi(false).init(),
+    }
     let code = match tokio::runtime::Runtime::new() {
         Ok(runtime) => match runtime.block_on(dispatch(settings)) {
             Ok(()) => ExitCode::SUCCESS,
@@ -101,7 +125,7 @@ fn fill_standard_streams() {
 }
 
 async fn dispatch(settings: Settings) -> Result<(), Error> {
-    let Settings { redis, command } = settings;
+    let Settings { redis, command, .. } = settings;
     let keys = Keys::new(&redis.namespace);
     match command {
         CommandSettings::Start(start) => {

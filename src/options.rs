@@ -20,6 +20,8 @@ pub enum Section {
     GetErrors,
     /// `app status`: command line only.
     Status,
+    /// How every command logs: command line and environment only.
+    Log,
 }
 
 impl Section {
@@ -28,7 +30,7 @@ impl Section {
         match self {
             Section::Redis => Some("redis"),
             Section::Start => Some("start"),
-            Section::GetErrors | Section::Status => None,
+            Section::GetErrors | Section::Status | Section::Log => None,
         }
     }
 }
@@ -147,9 +149,10 @@ impl Opt {
     }
 }
 
-use Section::{GetErrors, Redis, Start, Status};
+use Section::{GetErrors, Log, Redis, Start, Status};
 
 const ROLES: &[&str] = &["auto", "processor"];
+const LOG_FORMATS: &[&str] = &["text", "json"];
 
 /// The options of every command, in the order of `--help` and the docs.
 pub static OPTIONS: &[Opt] = &[
@@ -236,6 +239,10 @@ pub static OPTIONS: &[Opt] = &[
         .default("1048576"),
     opt("limit", GetErrors, Kind::Int { min: 1, max: u64::MAX }, "Take at most N errors")
         .default_doc("all"),
+    opt("log-format", Log, Kind::Choice(LOG_FORMATS), "Log lines on stderr: text for people, json (one object a line) for collectors; RUST_LOG filters them")
+        .env("APP_LOG_FORMAT")
+        .value("FORMAT")
+        .default("text"),
     opt("json", GetErrors, Kind::Flag, "One JSON object per line"),
     opt("json", Status, Kind::Flag, "JSON for programs"),
     opt("watch", Status, Kind::Flag, "Refresh in place every second, like top"),

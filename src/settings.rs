@@ -724,11 +724,20 @@ pub enum CommandSettings {
     Status(StatusSettings),
 }
 
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    /// One JSON object a line, for log collectors.
+    Json,
+}
+
 /// Everything one run of `app` needs.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub redis: RedisSettings,
     pub command: CommandSettings,
+    pub log_format: LogFormat,
 }
 
 impl Settings {
@@ -766,7 +775,16 @@ impl Settings {
                 })
             }
         };
-        Ok(Self { redis, command })
+        let log = Values::layer(Section::Log, matches, &FileConfig::default())?;
+        let log_format = match log.text("log-format").as_deref() {
+            Some("json") => LogFormat::Json,
+            _ => LogFormat::Text,
+        };
+        Ok(Self {
+            redis,
+            command,
+            log_format,
+        })
     }
 
     /// The settings of a command line (without the program name), as `app`

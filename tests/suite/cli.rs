@@ -336,3 +336,40 @@ fn start_waits_for_redis_that_comes_up_later() {
 fn redis_on(port: u16) -> RedisServer {
     RedisServer::start_on(port)
 }
+
+#[test]
+fn logs_as_json_lines_and_an_invalid_rust_log_is_bad_usage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = app(&["status"], &[("RUST_LOG", "redis_ql=verbose")], dir.path());
+    one_line_usage_error(&out, &["RUST_LOG", "verbose"]);
+    let server = RedisServer::start();
+    let copy = Copy::start(&server, "json", &["--log-format", "json"]);
+    wait_until("the copy to start", Duration::from_secs(10), || {
+        copy.log_text().contains("copy started")
+    });
+    let log = copy.log_text();
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let object: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(
+            object["level"].is_string() && object["fields"].is_object(),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn a_bare_app_shows_the_help_and_a_typo_gets_clap_s_tip() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = app(&[], &[], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let help = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        help.contains("Usage:") && help.contains("get-errors"),
+        "{help}"
+    );
+    one_line_usage_error(
+        &app(&["start", "--concurency", "2"], &[], dir.path()),
+        &["--concurency", "similar argument", "--concurrency"],
+    );
+}
