@@ -41,6 +41,8 @@ struct Inner {
     replacing: AtomicBool,
     failures: AtomicU64,
     wait: Option<WaitReplicas>,
+    /// Since when WAITs come back short (and only one a second waits in full).
+    short_since: Mutex<Option<Instant>>,
     /// With sentinels, the settings to ask them again from.
     settings: RedisSettings,
     /// Counts the times the connection moved to another primary.
@@ -361,18 +363,40 @@ impl Redis {
         };
         // WAIT holds the one shared connection: it must give up well before
         // a request would, or every request behind it would time out too.
-        let timeout = wait
+        // And once the replicas are short, waiting the whole time after every
+        // write would slow all work to one write a timeout: until a WAIT
+        // is confirmed again, only one a second waits; the others just ask.
+        let full = wait
             .timeout
             .min(self.inner.timeout / 2)
             .max(Duration::from_millis(1));
+        let waits_in_full = {
+            let mut short_since = self.inner.short_since.locked();
+            match *short_since {
+                Some(at) if at.elapsed() < Duration::from_secs(1) => false,
+                Some(_) => {
+                    *short_since = Some(Instant::now());
+                    true
+                }
+                None => true,
+            }
+        };
+        let timeout = if waits_in_full {
+            full
+        } else {
+            Duration::from_millis(1)
+        };
         let acked: u64 = redis::cmd("WAIT")
             .arg(wait.replicas)
             .arg(timeout.as_millis() as u64)
             .query_async(&mut self.conn())
             .await?;
+        let mut short_since = self.inner.short_since.locked();
         Ok(if acked >= u64::from(wait.replicas) {
+            *short_since = None;
             Replicated::Confirmed
         } else {
+            short_since.get_or_insert_with(Instant::now);
             Replicated::Short {
                 acked,
                 wanted: wait.replicas,
@@ -447,6 +471,7 @@ pub async fn connect(
             replacing: AtomicBool::new(false),
             failures: AtomicU64::new(0),
             wait: settings.wait,
+            short_since: Mutex::default(),
             settings: settings.clone(),
             moved: tokio::sync::watch::Sender::new(0),
         }),
