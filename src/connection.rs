@@ -635,11 +635,8 @@ async fn pubsub_on(settings: &RedisSettings, name: &str) -> Result<PubSub, Strin
     let login = info.redis_settings();
     match (info.addr(), &settings.tls) {
         (ConnectionAddr::TcpTls { host, port, .. }, Some(tls)) => {
-            let mut stream = within(crate::tls::connect(host, *port, tls)).await?;
-            name_the_stream(&mut stream, login, name).await?;
-            PubSub::new(&RedisConnectionInfo::default(), stream)
-                .await
-                .map_err(|e| e.to_string())
+            let stream = within(crate::tls::connect(host, *port, tls)).await?;
+            named(stream, login, name).await
         }
         (ConnectionAddr::Tcp(host, port), _) => {
             let connect = async {
@@ -647,11 +644,7 @@ async fn pubsub_on(settings: &RedisSettings, name: &str) -> Result<PubSub, Strin
                     .await
                     .map_err(|e| e.to_string())
             };
-            let mut stream = within(connect).await?;
-            name_the_stream(&mut stream, login, name).await?;
-            PubSub::new(&RedisConnectionInfo::default(), stream)
-                .await
-                .map_err(|e| e.to_string())
+            named(within(connect).await?, login, name).await
         }
         _ => Client::open(info.clone())
             .map_err(|e| e.to_string())?
@@ -670,23 +663,23 @@ async fn within<T>(
         .map_err(|_| "connection timed out".to_string())?
 }
 
-/// Logs in and sets the client name on a raw stream.
-async fn name_the_stream<S>(
-    stream: &mut S,
-    login: &RedisConnectionInfo,
-    name: &str,
-) -> Result<(), String>
+/// A subscriber on `stream`, logged in and named on the raw stream before
+/// redis-rs takes it over.
+async fn named<S>(mut stream: S, login: &RedisConnectionInfo, name: &str) -> Result<PubSub, String>
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     if let Some(password) = login.password() {
         let mut auth = redis::cmd("AUTH");
         if let Some(user) = login.username() {
             auth.arg(user);
         }
-        raw_command(stream, auth.arg(password)).await?;
+        raw_command(&mut stream, auth.arg(password)).await?;
     }
-    raw_command(stream, redis::cmd("CLIENT").arg("SETNAME").arg(name)).await
+    raw_command(&mut stream, redis::cmd("CLIENT").arg("SETNAME").arg(name)).await?;
+    PubSub::new(&RedisConnectionInfo::default(), stream)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Keeps one subscriber connection on `wake` and `lease` channels until
