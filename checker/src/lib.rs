@@ -22,69 +22,55 @@ pub const MAX_DELIVERIES: u32 = 3;
 const LEASE_MS: u64 = 60_000;
 
 /// One step, by one copy (a number taken modulo [`COPIES`]) or by nobody.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, arbitrary::Arbitrary, proptest_derive::Arbitrary)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, arbitrary::Arbitrary)]
 pub enum Op {
     /// Tries to take the lease.
     Acquire {
-        #[proptest(strategy = "0..3u8")]
         copy: u8,
     },
     /// Renews the lease it believes it holds (maybe stale).
     Renew {
-        #[proptest(strategy = "0..3u8")]
         copy: u8,
     },
     /// Releases the lease it believes it holds (maybe stale).
     Release {
-        #[proptest(strategy = "0..3u8")]
         copy: u8,
     },
     /// The lease runs out.
     LeaseExpires,
     /// A fenced enqueue with the lease it believes it holds (maybe stale or none).
     Enqueue {
-        #[proptest(strategy = "0..3u8")]
         copy: u8,
     },
     Claim {
-        #[proptest(strategy = "0..3u8")]
         copy: u8,
-        #[proptest(strategy = "0..4u8")]
         count: u8,
     },
     /// Acks one of the items it believes it holds (maybe taken back meanwhile).
     Ack {
-        #[proptest(strategy = "0..3u8")]
         copy: u8,
-        #[proptest(strategy = "0..4u8")]
         pick: u8,
         error: bool,
     },
     /// Its heartbeat key vanishes, as after a pause or a crash.
     HeartbeatExpires {
-        #[proptest(strategy = "0..3u8")]
         copy: u8,
     },
     /// It registers again under a new id (forgetting what it held).
     Reregister {
-        #[proptest(strategy = "0..3u8")]
         copy: u8,
     },
     Janitor,
     TakeErrors {
-        #[proptest(strategy = "0..2u8")]
         run: u8,
-        #[proptest(strategy = "0..4u8")]
         count: u8,
     },
     /// The run wrote its batch out: the draining list is deleted.
     CommitDrain {
-        #[proptest(strategy = "0..2u8")]
         run: u8,
     },
     /// The run died: its lock expires.
     AbandonDrain {
-        #[proptest(strategy = "0..2u8")]
         run: u8,
     },
     /// Something that is not a message lands in the queue.

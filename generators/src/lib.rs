@@ -69,17 +69,82 @@ pub fn by_name(name: &str, seed: Option<u64>) -> Result<Box<dyn TextSource>, Unk
     Ok(Source::from_name(name)?.build(seed))
 }
 
-/// Lorem ipsum of 5 to 15 words.
+/// Lorem ipsum of 5 to 15 words: a capitalised sentence ending in a full stop.
 pub struct Lipsum {
-    // lipsum is built on rand 0.8, so it gets a generator of its own rand_core.
-    rng: rand_chacha::ChaCha8Rng,
+    rng: SmallRng,
 }
+
+/// The words of the classic lorem ipsum passage, without repeats.
+const LOREM: &[&str] = &[
+    "lorem",
+    "ipsum",
+    "dolor",
+    "sit",
+    "amet",
+    "consectetur",
+    "adipiscing",
+    "elit",
+    "sed",
+    "do",
+    "eiusmod",
+    "tempor",
+    "incididunt",
+    "ut",
+    "labore",
+    "et",
+    "dolore",
+    "magna",
+    "aliqua",
+    "enim",
+    "ad",
+    "minim",
+    "veniam",
+    "quis",
+    "nostrud",
+    "exercitation",
+    "ullamco",
+    "laboris",
+    "nisi",
+    "aliquip",
+    "ex",
+    "ea",
+    "commodo",
+    "consequat",
+    "duis",
+    "aute",
+    "irure",
+    "in",
+    "reprehenderit",
+    "voluptate",
+    "velit",
+    "esse",
+    "cillum",
+    "eu",
+    "fugiat",
+    "nulla",
+    "pariatur",
+    "excepteur",
+    "sint",
+    "occaecat",
+    "cupidatat",
+    "non",
+    "proident",
+    "sunt",
+    "culpa",
+    "qui",
+    "officia",
+    "deserunt",
+    "mollit",
+    "anim",
+    "id",
+    "est",
+    "laborum",
+];
 
 impl Lipsum {
     pub fn new(seed: u64) -> Self {
-        use rand_chacha::rand_core::SeedableRng as _;
         Self {
-            rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+            rng: SmallRng::seed_from_u64(seed),
         }
     }
 }
@@ -90,9 +155,21 @@ impl TextSource for Lipsum {
     }
 
     fn next_text(&mut self) -> String {
-        use rand_chacha::rand_core::RngCore as _;
-        let words = 5 + (self.rng.next_u32() % 11) as usize;
-        lipsum::lipsum_words_with_rng(&mut self.rng, words)
+        let words = self.rng.random_range(5..=15);
+        let mut text = String::with_capacity(words * 8);
+        for i in 0..words {
+            let word = LOREM[self.rng.random_range(0..LOREM.len())];
+            if i == 0 {
+                let mut letters = word.chars();
+                text.extend(letters.next().map(|c| c.to_ascii_uppercase()));
+                text.push_str(letters.as_str());
+            } else {
+                text.push(' ');
+                text.push_str(word);
+            }
+        }
+        text.push('.');
+        text
     }
 }
 
@@ -190,6 +267,18 @@ mod tests {
             let mut a = by_name(name, Some(1)).unwrap();
             let mut b = by_name(name, Some(2)).unwrap();
             assert_ne!(a.next_text(), b.next_text(), "{name}");
+        }
+    }
+
+    #[test]
+    fn lipsum_texts_are_sentences_of_5_to_15_words() {
+        let mut source = Lipsum::new(3);
+        for _ in 0..200 {
+            let text = source.next_text();
+            let words = text.split(' ').count();
+            assert!((5..=15).contains(&words), "{text}");
+            assert!(text.starts_with(|c: char| c.is_ascii_uppercase()), "{text}");
+            assert!(text.ends_with('.'), "{text}");
         }
     }
 
