@@ -15,7 +15,10 @@
 --         what it gives back did not start, so it counts no delivery.
 --
 -- Returns {returned to the queue, dead-lettered}, or (for 'dead') ALIVE when
--- the copy's heartbeat holds its id (nothing changed). Idempotent: a second call
+-- the copy's heartbeat holds its id, NOT_REGISTERED when the copy is gone
+-- already, holding nothing (it left, or another pass reclaimed it, between
+-- the janitor's look and this call): nothing changed, and no dead copy is
+-- reported. Idempotent: a second call
 -- finds an empty list and an absent registry entry.
 -- Messages go back to the right end of the queue, the end claimed next, the
 -- oldest claim last so that it is claimed first. A message delivered
@@ -37,6 +40,9 @@ end
 local refusal = wrong_types(processing, 'list', registry, 'hash', queue, 'list', dead, 'list')
 if refusal then
   return refusal
+end
+if not leaving and redis.call('HEXISTS', registry, copy_id) == 0 and redis.call('LLEN', processing) == 0 then
+  return redis.status_reply('NOT_REGISTERED')
 end
 if leaving then
   redis.call('DEL', heartbeat)

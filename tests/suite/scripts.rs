@@ -806,3 +806,46 @@ async fn a_settle_sent_twice_forgets_the_written_lines_once() {
         .expect("lrange");
     assert_eq!(left, vec![r#"{"seq":5}"#, r#"{"seq":4}"#, r#"{"seq":3}"#]);
 }
+
+/// The janitor lists the registry, then reads the heartbeats, then reclaims:
+/// a copy that leaves between the first two steps must not be reported as a
+/// dead copy, since it gave back its messages itself.
+#[tokio::test]
+async fn a_copy_that_left_is_not_reclaimed_as_a_dead_one() {
+    let server = RedisServer::start();
+    let (redis, keys) = connect(&server).await;
+    register(&redis, &keys, "leaver").await;
+    let left = scripts::reclaim(&redis, &keys, "leaver", 5, Reclaim::Leaving)
+        .await
+        .expect("leave");
+    assert_eq!(
+        left,
+        Ok(scripts::Reclaimed {
+            requeued: 0,
+            dead_lettered: 0
+        })
+    );
+    assert_eq!(
+        scripts::reclaim(&redis, &keys, "leaver", 5, Reclaim::Dead)
+            .await
+            .expect("reclaim"),
+        Err(Refused::NotRegistered)
+    );
+    // Gone from the registry but still holding something (written by hand
+    // here): that is reclaimed, never left behind.
+    let _: () = redis
+        .conn()
+        .rpush(keys.processing("leaver"), "garbage")
+        .await
+        .expect("push");
+    let reclaimed = scripts::reclaim(&redis, &keys, "leaver", 5, Reclaim::Dead)
+        .await
+        .expect("reclaim");
+    assert_eq!(
+        reclaimed,
+        Ok(scripts::Reclaimed {
+            requeued: 0,
+            dead_lettered: 1
+        })
+    );
+}
