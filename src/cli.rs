@@ -4,6 +4,7 @@
 
 use crate::options::{self, Kind, Opt, Section};
 use clap::{Arg, ArgAction, Command};
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
 /// One option of the table as a clap argument.
@@ -14,6 +15,11 @@ fn arg(opt: &'static Opt) -> Arg {
         Kind::Flag => arg
             .action(ArgAction::SetTrue)
             .value_parser(clap::builder::BoolishValueParser::new()),
+        // Listed in help and completions; clap names the valid ones.
+        Kind::Choice(words) => arg
+            .action(ArgAction::Set)
+            .value_name(opt.value_name)
+            .value_parser(clap::builder::PossibleValuesParser::new(words)),
         // Negative numbers reach the range check, which names the option.
         _ => arg
             .action(ArgAction::Set)
@@ -88,13 +94,15 @@ pub fn first_line(err: &clap::Error) -> String {
     let rendered = err.render().to_string();
     let first = rendered.lines().next().unwrap_or("error: bad usage");
     let first = first.strip_prefix("error: ").unwrap_or(first);
-    match rendered
-        .lines()
-        .find_map(|l| l.trim_start().strip_prefix("tip: "))
-    {
-        Some(tip) => format!("{first}; {tip} (see --help)"),
-        None => format!("{first} (see --help)"),
+    let mut line = first.to_string();
+    for said in rendered.lines().map(str::trim_start) {
+        if said.starts_with("[possible values:") {
+            let _ = write!(line, " {said}");
+        } else if let Some(tip) = said.strip_prefix("tip: ") {
+            let _ = write!(line, "; {tip}");
+        }
     }
+    line + " (see --help)"
 }
 
 const COMMANDS: [&str; 4] = ["start", "get-errors", "getErrors", "status"];

@@ -40,6 +40,8 @@ impl Section {
 pub enum Kind {
     /// A whole number in `min..=max`.
     Int { min: u64, max: u64 },
+    /// A TCP port, 1 to 65535.
+    Port,
     /// A probability, 0 to 1.
     Ratio,
     /// One of a fixed list of words.
@@ -118,6 +120,7 @@ impl Opt {
     pub fn range(&self) -> Option<String> {
         match self.kind {
             Kind::Int { min, max } => Some(format!("{min} to {max}")),
+            Kind::Port => Some("1 to 65535".to_string()),
             Kind::Ratio => Some("0 to 1".to_string()),
             Kind::Choice(words) => Some(words.join(", ")),
             Kind::Word { max } => Some(format!("1 to {max} characters")),
@@ -133,9 +136,13 @@ impl Opt {
         }
     }
 
-    /// The help line: the doc, the range and the default.
+    /// The help line: the doc, the range and the default. clap lists a
+    /// choice's words itself, so they are not written twice.
     pub fn help(&self) -> String {
-        let mut help = self.described();
+        let mut help = match self.kind {
+            Kind::Choice(_) => self.doc.to_string(),
+            _ => self.described(),
+        };
         match (self.default, self.default_doc) {
             (Some(value), _) => {
                 let _ = write!(help, " [default: {value}]");
@@ -161,7 +168,7 @@ pub static OPTIONS: &[Opt] = &[
         .env("REDIS_HOST")
         .value("HOST")
         .default("localhost"),
-    opt("port", Redis, Kind::Int { min: 1, max: 65535 }, "Redis port")
+    opt("port", Redis, Kind::Port, "Redis port")
         .short('p')
         .env("REDIS_PORT")
         .value("PORT")
@@ -256,7 +263,7 @@ pub fn of(section: Section) -> impl Iterator<Item = &'static Opt> {
 /// A value written the way TOML writes it.
 fn toml_value(opt: &Opt, value: &str) -> String {
     match opt.kind {
-        Kind::Int { .. } | Kind::Ratio | Kind::Flag => value.to_string(),
+        Kind::Int { .. } | Kind::Port | Kind::Ratio | Kind::Flag => value.to_string(),
         _ => format!("{value:?}"),
     }
 }

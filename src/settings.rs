@@ -38,6 +38,9 @@ pub(crate) fn check(opt: &Opt, value: &str) -> Result<(), String> {
             Ok(n) if (min..=max).contains(&n) => Ok(()),
             _ => Err(out_of_range()),
         },
+        Kind::Port => parse_port(value)
+            .map(|_| ())
+            .map_err(|why| format!("invalid value '{}' for '--{}': {why}", shown(), opt.name)),
         Kind::Ratio => match value.parse::<f64>() {
             Ok(p) if (0.0..=1.0).contains(&p) => Ok(()),
             _ => Err(out_of_range()),
@@ -99,6 +102,34 @@ pub(crate) fn check(opt: &Opt, value: &str) -> Result<(), String> {
     }
 }
 
+/// A TCP port, checked by the same rule wherever one is written: `--port`,
+/// `--host h:p`, `--sentinel`, and the URLs.
+pub fn parse_port(text: &str) -> Result<u16, &'static str> {
+    text.parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or("a port is 1 to 65535")
+}
+
+/// The port written in a `redis://` URL, if any, checked by [`parse_port`]
+/// (the URL parser takes 0 and rejects 99999 with no reason given).
+fn check_url_port(url: &str) -> Result<(), &'static str> {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = after_scheme
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let port = match host_port.strip_prefix('[') {
+        Some(bracketed) => bracketed.split_once("]:").map(|(_, p)| p),
+        None => host_port.rsplit_once(':').map(|(_, p)| p),
+    };
+    match port {
+        Some(port) if !port.is_empty() => parse_port(port).map(|_| ()),
+        _ => Ok(()),
+    }
+}
+
 /// `host:port,host:port,...` as a list; a missing port is `default_port`.
 fn parse_addresses(value: &str, default_port: u16) -> Result<Vec<(String, u16)>, String> {
     value
@@ -106,13 +137,7 @@ fn parse_addresses(value: &str, default_port: u16) -> Result<Vec<(String, u16)>,
         .map(|one| {
             let one = one.trim();
             let (host, port) = match one.rsplit_once(':') {
-                Some((host, port)) => (
-                    host,
-                    port.parse::<u16>()
-                        .ok()
-                        .filter(|p| *p > 0)
-                        .ok_or("a port is 1 to 65535")?,
-                ),
+                Some((host, port)) => (host, parse_port(port)?),
                 None => (one, default_port),
             };
             // '@' or '/': a login or a URL, which may hold a password.
@@ -514,6 +539,8 @@ fn parse_url(url: &str) -> Result<ConnectionInfo, SettingsError> {
             "invalid value for '--url': it must start with redis:// or rediss://".to_string(),
         ));
     }
+    check_url_port(url)
+        .map_err(|why| SettingsError(format!("invalid value for '--url': {why}")))?;
     url.into_connection_info()
         .map_err(|e| SettingsError(format!("invalid value for '--url': {e}")))
 }

@@ -164,6 +164,43 @@ fn every_bad_value_is_one_line_naming_the_option_and_exit_2() {
 }
 
 #[test]
+fn a_port_is_checked_by_one_rule_wherever_it_is_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--port", "0", "status"], "--port"),
+        (&["--port", "65536", "status"], "--port"),
+        (&["--cluster", "--host", "127.0.0.1:0", "status"], "--host"),
+        (&["--sentinel", "127.0.0.1:70000", "status"], "--sentinel"),
+        (&["--url", "redis://127.0.0.1:0", "status"], "--url"),
+        (&["--url", "redis://127.0.0.1:99999", "status"], "--url"),
+        (&["--url", "rediss://u:p@[::1]:x/0", "status"], "--url"),
+        (
+            &["--url", "redis+sentinel://h:0/mymaster", "status"],
+            "--url",
+        ),
+    ];
+    for (args, option) in cases {
+        let out = app(args, &[], d);
+        one_line_usage_error(&out, &[option, "a port is 1 to 65535"]);
+        assert!(!stderr(&out).contains("u:p"), "never repeats a login");
+    }
+}
+
+#[test]
+fn role_and_generator_list_their_values_in_the_help() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = app(&["start", "--help"], &[], dir.path());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for listed in [
+        "[possible values: auto, processor]",
+        "[possible values: lipsum, fake, uuid]",
+    ] {
+        assert!(help.contains(listed), "{listed} in {help}");
+    }
+}
+
+#[test]
 fn a_bad_config_file_names_the_key_or_the_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
