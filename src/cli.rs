@@ -15,6 +15,11 @@ fn arg(opt: &'static Opt) -> Arg {
         Kind::Flag => arg
             .action(ArgAction::SetTrue)
             .value_parser(clap::builder::BoolishValueParser::new()),
+        Kind::Numbers => arg
+            .action(ArgAction::Append)
+            .value_name(opt.value_name)
+            .num_args(1..)
+            .value_delimiter(','),
         // Listed in help and completions; clap names the valid ones.
         Kind::Choice(words) => arg
             .action(ArgAction::Set)
@@ -86,6 +91,66 @@ pub fn command() -> Command {
                 .about("Show the cluster: generator, processors, queue, counters")
                 .args(options::of(Section::Status).map(arg)),
         )
+        .subcommand(
+            Command::new("dead")
+                .about("Read, requeue or delete the dead-letter list")
+                .subcommand_required(true)
+                .arg_required_else_help(true)
+                .subcommand(
+                    Command::new("list")
+                        .about("Print dead-lettered items, oldest first, escaped like get-errors")
+                        .args(options::of(Section::DeadList).map(arg)),
+                )
+                .subcommand(
+                    Command::new("requeue")
+                        .about("Put dead-lettered messages back on the queue, delivery count reset")
+                        .args(options::of(Section::DeadRequeue).map(arg)),
+                )
+                .subcommand(
+                    Command::new("purge")
+                        .about("Delete the dead-letter list")
+                        .args(options::of(Section::DeadPurge).map(arg)),
+                ),
+        )
+        .subcommand(
+            Command::new("completions")
+                .about("Print a shell completion script (bash, zsh, fish, powershell, elvish)")
+                .arg(
+                    Arg::new("shell")
+                        .required(true)
+                        .value_parser(clap::value_parser!(clap_complete::Shell)),
+                ),
+        )
+}
+
+/// The man pages, made by clap_mangen from the definition `--help` shows:
+/// `app.1`, and one per command (`app-start.1`, `app-dead-list.1`, ...),
+/// as (file name, roff text).
+pub fn man_pages() -> Vec<(String, String)> {
+    fn add(command: &Command, pages: &mut Vec<(String, String)>) {
+        let name = command
+            .get_display_name()
+            .unwrap_or(command.get_name())
+            .to_string();
+        let mut roff = Vec::new();
+        if clap_mangen::Man::new(command.clone())
+            .render(&mut roff)
+            .is_ok()
+        {
+            pages.push((
+                format!("{name}.1"),
+                String::from_utf8_lossy(&roff).into_owned(),
+            ));
+        }
+        for sub in command.get_subcommands().filter(|c| c.get_name() != "help") {
+            add(sub, pages);
+        }
+    }
+    let mut app = command();
+    app.build();
+    let mut pages = Vec::new();
+    add(&app, &mut pages);
+    pages
 }
 
 /// clap's error as one line, as every other bad option is reported, with
@@ -105,7 +170,14 @@ pub fn first_line(err: &clap::Error) -> String {
     line + " (see --help)"
 }
 
-const COMMANDS: [&str; 4] = ["start", "get-errors", "getErrors", "status"];
+const COMMANDS: [&str; 6] = [
+    "start",
+    "get-errors",
+    "getErrors",
+    "status",
+    "dead",
+    "completions",
+];
 
 /// Rewrites `--env FILE` and a bare `--env` into `--env=FILE` / `--env=.env`,
 /// so that `app --env start` does not read `start` as the file name.

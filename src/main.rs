@@ -2,8 +2,8 @@
 
 use redis_ql::cli;
 use redis_ql::error::Error;
-use redis_ql::settings::{CommandSettings, LogFormat, Settings};
-use redis_ql::{connection, drain, keys::Keys, status};
+use redis_ql::settings::{CommandSettings, DeadSettings, LogFormat, Settings, SettingsError};
+use redis_ql::{connection, dead, drain, keys::Keys, status};
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -172,7 +172,72 @@ async fn dispatch(settings: Settings) -> Result<(), Error> {
             }
             status::show(&conn, &keys, args.json, args.watch, &shutdown).await
         }
+        CommandSettings::Dead(action) => {
+            let conn =
+                connection::connect(&redis, &format!("{}:dead", keys.namespace()), FAIL_FAST)
+                    .await?;
+            dead_letters(&conn, &keys, action).await
+        }
+        CommandSettings::Completions(shell) => {
+            clap_complete::generate(shell, &mut cli::command(), "app", &mut std::io::stdout());
+            Ok(())
+        }
     }
+}
+
+async fn dead_letters(
+    conn: &connection::Redis,
+    keys: &Keys,
+    action: DeadSettings,
+) -> Result<(), Error> {
+    match action {
+        DeadSettings::List { limit, json } => {
+            let shown = dead::list(conn, keys, limit, json, &mut std::io::stdout().lock()).await?;
+            let total = dead::count(conn, keys).await?;
+            say(&format!("{shown} of {total} dead-letter records"));
+        }
+        DeadSettings::Requeue { seqs } => {
+            let done = dead::requeue(conn, keys, seqs.as_deref()).await?;
+            say(&format!(
+                "requeued {} messages; {} records stay in dead-letter",
+                done.requeued, done.kept
+            ));
+            if !done.not_found.is_empty() {
+                let missing: Vec<String> = done.not_found.iter().map(u64::to_string).collect();
+                return Err(Error::Output(format!(
+                    "no dead-lettered message has seq {}",
+                    missing.join(", ")
+                )));
+            }
+        }
+        DeadSettings::Purge { yes } => {
+            let counted = dead::count(conn, keys).await?;
+            if counted == 0 {
+                say("the dead-letter list is empty");
+                return Ok(());
+            }
+            if !yes && !confirmed(&format!("delete {counted} dead-letter records? [y/N] ")) {
+                return Err(Error::Settings(SettingsError(format!(
+                    "not deleting {counted} dead-letter records without --yes (or a 'y' on a terminal)"
+                ))));
+            }
+            let deleted = dead::purge(conn, keys, counted).await?;
+            say(&format!("deleted {deleted} dead-letter records"));
+        }
+    }
+    Ok(())
+}
+
+/// Asks on the terminal; false when stdin is not one or the answer is not yes.
+fn confirmed(question: &str) -> bool {
+    use std::io::{BufRead, Write};
+    if !std::io::stdin().is_terminal() {
+        return false;
+    }
+    let _ = write!(std::io::stderr(), "{question}");
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    matches!(answer.trim(), "y" | "Y" | "yes")
 }
 
 /// Cancels `shutdown` on the first SIGTERM, SIGINT or SIGHUP; a second one

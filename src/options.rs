@@ -20,6 +20,12 @@ pub enum Section {
     GetErrors,
     /// `app status`: command line only.
     Status,
+    /// `app dead list`: command line only.
+    DeadList,
+    /// `app dead requeue`: command line only.
+    DeadRequeue,
+    /// `app dead purge`: command line only.
+    DeadPurge,
     /// How every command logs: command line and environment only.
     Log,
 }
@@ -30,7 +36,7 @@ impl Section {
         match self {
             Section::Redis => Some("redis"),
             Section::Start => Some("start"),
-            Section::GetErrors | Section::Status | Section::Log => None,
+            _ => None,
         }
     }
 }
@@ -59,6 +65,8 @@ pub enum Kind {
     Addresses,
     /// A switch with no value (command line only).
     Flag,
+    /// Whole numbers, separated by commas or given one after another.
+    Numbers,
 }
 
 /// One option.
@@ -124,7 +132,12 @@ impl Opt {
             Kind::Ratio => Some("0 to 1".to_string()),
             Kind::Choice(words) => Some(words.join(", ")),
             Kind::Word { max } => Some(format!("1 to {max} characters")),
-            Kind::Host | Kind::Secret | Kind::File | Kind::Addresses | Kind::Flag => None,
+            Kind::Host
+            | Kind::Secret
+            | Kind::File
+            | Kind::Addresses
+            | Kind::Flag
+            | Kind::Numbers => None,
         }
     }
 
@@ -156,7 +169,7 @@ impl Opt {
     }
 }
 
-use Section::{GetErrors, Log, Redis, Start, Status};
+use Section::{DeadList, DeadPurge, DeadRequeue, GetErrors, Log, Redis, Start, Status};
 
 const ROLES: &[&str] = &["auto", "processor"];
 const LOG_FORMATS: &[&str] = &["text", "json"];
@@ -253,6 +266,12 @@ pub static OPTIONS: &[Opt] = &[
     opt("json", GetErrors, Kind::Flag, "One JSON object per line"),
     opt("json", Status, Kind::Flag, "JSON for programs"),
     opt("watch", Status, Kind::Flag, "Refresh in place every second, like top"),
+    opt("json", DeadList, Kind::Flag, "One JSON object per line"),
+    opt("limit", DeadList, Kind::Int { min: 1, max: u64::MAX }, "Show at most N records, oldest first")
+        .default_doc("all"),
+    opt("all", DeadRequeue, Kind::Flag, "Requeue every dead-lettered message"),
+    opt("seq", DeadRequeue, Kind::Numbers, "Requeue the messages with these sequence numbers"),
+    opt("yes", DeadPurge, Kind::Flag, "Delete without asking"),
 ];
 
 /// The options of one command.
@@ -355,6 +374,9 @@ mod tests {
         let found = std::fs::read_to_string(&path).unwrap_or_default();
         if found != wanted {
             if std::env::var_os("UPDATE_DOCS").is_some() {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).expect("the docs directory");
+                }
                 std::fs::write(&path, wanted).expect("rewrite the docs");
             } else {
                 panic!(
@@ -362,6 +384,23 @@ mod tests {
                     path.display()
                 );
             }
+        }
+    }
+
+    #[test]
+    fn the_man_pages_are_made_from_the_command_line() {
+        let pages = crate::cli::man_pages();
+        let names: Vec<&str> = pages.iter().map(|(name, _)| name.as_str()).collect();
+        for name in [
+            "app.1",
+            "app-start.1",
+            "app-dead-requeue.1",
+            "app-completions.1",
+        ] {
+            assert!(names.contains(&name), "{name} in {names:?}");
+        }
+        for (name, roff) in &pages {
+            check(&format!("docs/man/{name}"), roff);
         }
     }
 

@@ -34,6 +34,8 @@ script!(RECLAIM, "reclaim.lua");
 script!(TAKE_ERRORS, "take_errors.lua");
 script!(RETURN_DRAIN, "return_drain.lua");
 script!(SETTLE_DRAIN, "settle_drain.lua");
+script!(REQUEUE_DEAD, "requeue_dead.lua");
+script!(PURGE_DEAD, "purge_dead.lua");
 
 /// Loads every script into the server's script cache.
 pub async fn load_all(redis: &Redis) -> RedisResult<()> {
@@ -50,6 +52,8 @@ pub async fn load_all(redis: &Redis) -> RedisResult<()> {
         &TAKE_ERRORS,
         &RETURN_DRAIN,
         &SETTLE_DRAIN,
+        &REQUEUE_DEAD,
+        &PURGE_DEAD,
     ] {
         script.load_async(&mut conn).await?;
     }
@@ -645,6 +649,80 @@ pub async fn return_drain(redis: &Redis, keys: &Keys, run_id: &str) -> RedisResu
     )
     .await?;
     Ok(returned.map(|Count(n)| n))
+}
+
+/// What one call of [`requeue_dead`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requeued {
+    pub requeued: u64,
+    /// Records looked at and left in dead-letter.
+    pub kept: u64,
+    pub looked_at: u64,
+    /// The seqs of the requeued messages.
+    pub seqs: Vec<u64>,
+}
+
+impl FromRedisValue for Requeued {
+    fn from_redis_value(v: Value) -> Result<Self, ParsingError> {
+        let shown = v.clone();
+        let mut items = fields("requeue_dead", v, 3)?.into_iter();
+        let mut next = || {
+            items
+                .next()
+                .ok_or_else(|| unexpected("requeue_dead", &shown))
+        };
+        let requeued = uint("requeue_dead", &next()?)?;
+        let kept = uint("requeue_dead", &next()?)?;
+        let looked_at = uint("requeue_dead", &next()?)?;
+        let seqs = items
+            .map(|seq| {
+                String::from_utf8(bytes("requeue_dead", seq)?)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| unexpected("requeue_dead", &shown))
+            })
+            .collect::<Result<Vec<u64>, _>>()?;
+        Ok(Requeued {
+            requeued,
+            kept,
+            looked_at,
+            seqs,
+        })
+    }
+}
+
+/// Looks at up to `batch` dead-letter records, oldest first after the
+/// `skip` oldest, and puts the messages among them (only those of `seqs`,
+/// unless it is empty) back on the queue with their delivery count reset;
+/// items that are not whole messages stay.
+pub async fn requeue_dead(
+    redis: &Redis,
+    keys: &Keys,
+    skip: u64,
+    batch: u64,
+    seqs: &[u64],
+) -> RedisResult<Requeued> {
+    let mut invocation = REQUEUE_DEAD.key(keys.dead());
+    invocation
+        .key(keys.queue())
+        .arg(skip)
+        .arg(batch)
+        .arg(keys.wake_channel());
+    for seq in seqs {
+        invocation.arg(seq);
+    }
+    invocation.invoke_async(&mut redis.conn()).await
+}
+
+/// Deletes the `count` oldest dead-letter records (fewer if there are
+/// fewer); how many went.
+pub async fn purge_dead(redis: &Redis, keys: &Keys, count: u64) -> RedisResult<u64> {
+    let Count(deleted) = PURGE_DEAD
+        .key(keys.dead())
+        .arg(count)
+        .invoke_async(&mut redis.conn())
+        .await?;
+    Ok(deleted)
 }
 
 #[cfg(test)]

@@ -98,6 +98,14 @@ pub(crate) fn check(opt: &Opt, value: &str) -> Result<(), String> {
         Kind::Addresses => parse_addresses(value, 26379)
             .map(|_| ())
             .map_err(|why| format!("invalid value for '--{}': {why}", opt.name)),
+        Kind::Numbers => match value.split(',').all(|n| n.trim().parse::<u64>().is_ok()) {
+            true => Ok(()),
+            false => Err(format!(
+                "invalid value '{}' for '--{}': whole numbers, separated by commas or spaces",
+                shown(),
+                opt.name
+            )),
+        },
         Kind::Secret | Kind::File => Ok(()),
     }
 }
@@ -276,10 +284,16 @@ impl Values {
             let value = if opt.kind == Kind::Flag && given {
                 Some(matches.get_flag(opt.name).to_string())
             } else if given {
-                let value = matches
-                    .get_one::<String>(opt.name)
-                    .cloned()
-                    .unwrap_or_default();
+                let value = match opt.kind {
+                    Kind::Numbers => matches
+                        .get_many::<String>(opt.name)
+                        .map(|all| all.cloned().collect::<Vec<_>>().join(","))
+                        .unwrap_or_default(),
+                    _ => matches
+                        .get_one::<String>(opt.name)
+                        .cloned()
+                        .unwrap_or_default(),
+                };
                 check(opt, &value).map_err(|why| {
                     let from_env = matches.value_source(opt.name) == Some(ValueSource::EnvVariable);
                     match opt.env {
@@ -743,12 +757,71 @@ pub struct StatusSettings {
     pub watch: bool,
 }
 
+/// What `app dead` was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeadSettings {
+    List {
+        limit: Option<u64>,
+        json: bool,
+    },
+    /// Every message, or only those with these seqs.
+    Requeue {
+        seqs: Option<Vec<u64>>,
+    },
+    Purge {
+        yes: bool,
+    },
+}
+
+impl DeadSettings {
+    fn from_matches(matches: &ArgMatches, file: &FileConfig) -> Result<Self, SettingsError> {
+        let Some((action, matches)) = matches.subcommand() else {
+            return Err(SettingsError(
+                "dead: say list, requeue or purge (see --help)".to_string(),
+            ));
+        };
+        Ok(match action {
+            "list" => {
+                let v = Values::layer(Section::DeadList, matches, file)?;
+                DeadSettings::List {
+                    limit: v.text("limit").and_then(|n| n.parse().ok()),
+                    json: v.flag("json"),
+                }
+            }
+            "requeue" => {
+                let v = Values::layer(Section::DeadRequeue, matches, file)?;
+                let seqs: Option<Vec<u64>> = v.text("seq").map(|list| {
+                    list.split(',')
+                        .filter_map(|n| n.trim().parse().ok())
+                        .collect()
+                });
+                match (v.flag("all"), seqs) {
+                    (true, None) => DeadSettings::Requeue { seqs: None },
+                    (false, Some(seqs)) => DeadSettings::Requeue { seqs: Some(seqs) },
+                    _ => {
+                        return Err(SettingsError(
+                            "dead requeue: give either --all or --seq N... (see --help)"
+                                .to_string(),
+                        ))
+                    }
+                }
+            }
+            _ => DeadSettings::Purge {
+                yes: Values::layer(Section::DeadPurge, matches, file)?.flag("yes"),
+            },
+        })
+    }
+}
+
 /// The command to run, with its settings.
 #[derive(Debug, Clone)]
 pub enum CommandSettings {
     Start(StartSettings),
     GetErrors(GetErrorsSettings),
     Status(StatusSettings),
+    Dead(DeadSettings),
+    /// Prints the completion script for a shell; needs no Redis.
+    Completions(clap_complete::Shell),
 }
 
 /// How log lines are written to stderr.
@@ -794,6 +867,13 @@ impl Settings {
                     json: v.flag("json"),
                 })
             }
+            "dead" => CommandSettings::Dead(DeadSettings::from_matches(matches, &file)?),
+            "completions" => CommandSettings::Completions(
+                matches
+                    .get_one::<clap_complete::Shell>("shell")
+                    .copied()
+                    .ok_or_else(|| SettingsError("completions: which shell?".to_string()))?,
+            ),
             _ => {
                 let v = Values::layer(Section::Status, matches, &file)?;
                 CommandSettings::Status(StatusSettings {

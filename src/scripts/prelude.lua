@@ -72,3 +72,29 @@ local function dead_record(reason, item, keep)
   return cjson.encode(record)
 end
 
+
+-- The decoded message when `item` is one (a JSON object with a numeric
+-- seq), else nil. Never re-encoded: cjson cannot encode every number it
+-- decodes, and would change others.
+local function as_message(item)
+  if string.sub(item, 1, 1) ~= '{' then
+    return nil
+  end
+  local ok, msg = pcall(cjson.decode, item)
+  if ok and type(msg) == 'table' and type(msg.seq) == 'number' then
+    return msg
+  end
+  return nil
+end
+
+-- The delivery count of a message, and the item without it. The count is a
+-- field written at the front, '{"deliveries":N,', by reclaim; an item
+-- written by an earlier version may have it anywhere.
+local function deliveries_of(item, msg)
+  local n, rest = string.match(item, '^{"deliveries":(%d+),(.*)$')
+  if n then
+    return tonumber(n), '{' .. rest
+  end
+  local without = string.gsub(item, ',"deliveries":%-?%d+', '', 1)
+  return tonumber(msg.deliveries) or 0, without
+end

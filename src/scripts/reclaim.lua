@@ -47,24 +47,14 @@ end
 if leaving then
   redis.call('DEL', heartbeat)
 end
--- The delivery count of a message, and the item without it: written at the
--- front by this script, or (an item written by an earlier version) anywhere.
-local function deliveries_of(item, msg)
-  local n, rest = string.match(item, '^{"deliveries":(%d+),(.*)$')
-  if n then
-    return tonumber(n), '{' .. rest
-  end
-  local without = string.gsub(item, ',"deliveries":%-?%d+', '', 1)
-  return tonumber(msg.deliveries) or 0, without
-end
 local back, dead_count = 0, 0
 while true do
   local item = redis.call('LPOP', processing)
   if not item then
     break
   end
-  local ok, msg = pcall(cjson.decode, item)
-  if ok and type(msg) == 'table' and type(msg.seq) == 'number' and string.sub(item, 1, 1) == '{' then
+  local msg = as_message(item)
+  if msg then
     local n, rest = deliveries_of(item, msg)
     if counts then
       n = n + 1

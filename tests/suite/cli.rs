@@ -410,3 +410,30 @@ fn a_bare_app_shows_the_help_and_a_typo_gets_clap_s_tip() {
         &["--concurency", "similar argument", "--concurrency"],
     );
 }
+
+#[test]
+fn completions_for_every_shell_list_commands_options_and_values() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for shell in ["bash", "zsh", "fish", "powershell", "elvish"] {
+        let out = app(&["completions", shell], &[], dir.path());
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = String::from_utf8_lossy(&out.stdout);
+        for word in ["requeue", "role", "processor", "lipsum", "sentinel-master"] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    // The bash script is one bash accepts.
+    let script = dir.path().join("app.bash");
+    std::fs::write(
+        &script,
+        app(&["completions", "bash"], &[], dir.path()).stdout,
+    )
+    .expect("write");
+    let check = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .expect("bash runs");
+    assert!(check.success());
+    one_line_usage_error(&app(&["completions", "tcsh"], &[], dir.path()), &["tcsh"]);
+}

@@ -11,6 +11,7 @@ mod acl;
 mod chaos;
 mod cli;
 mod cluster;
+mod dead;
 mod durability;
 mod edges;
 mod failures;

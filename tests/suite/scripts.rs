@@ -567,8 +567,8 @@ async fn a_key_of_the_wrong_type_refuses_the_call_names_the_key_and_changes_noth
         (keys.errors(), "ack error / take_errors / return_drain"),
         (keys.errors_total(), "ack error"),
         (keys.processed(), "ack"),
-        (keys.dead(), "ack dead / claim"),
-        (keys.queue(), "enqueue / claim / reclaim"),
+        (keys.dead(), "ack dead / claim / requeue_dead / purge_dead"),
+        (keys.queue(), "enqueue / claim / reclaim / requeue_dead"),
         (keys.seq(), "enqueue"),
         (keys.processing("c"), "ack / claim"),
         (keys.drains(), "take_errors / return_drain"),
@@ -627,6 +627,9 @@ async fn a_key_of_the_wrong_type_refuses_the_call_names_the_key_and_changes_noth
         call!(scripts::take_errors(&redis, &keys, "r2", 5, 10_000));
         call!(scripts::return_drain(&redis, &keys, "r"));
         call!(scripts::reclaim(&redis, &keys, "ghost", 5, Reclaim::Dead));
+        call!(scripts::requeue_dead(&redis, &keys, 0, 10, &[]));
+        // 0: checks the key, and deletes nothing the audit below counts.
+        call!(scripts::purge_dead(&redis, &keys, 0));
         let _: () = redis
             .conn()
             .del(keys.lease())
@@ -848,4 +851,55 @@ async fn a_copy_that_left_is_not_reclaimed_as_a_dead_one() {
             dead_lettered: 1
         })
     );
+}
+
+/// Purge deletes the records it counted, the oldest, and keeps any that
+/// arrived after the count; requeue looks past kept records by position.
+#[tokio::test]
+async fn purge_keeps_what_arrived_after_the_count_and_requeue_skips_what_it_keeps() {
+    let server = RedisServer::start();
+    let (redis, keys) = connect(&server).await;
+    let mut conn = redis.conn();
+    let message = |seq: u64| {
+        let item = format!(
+            r#"{{"deliveries":4,"seq":{seq},"epoch":1,"producer":"p","text":"t","generated_at_ms":1}}"#
+        );
+        serde_json::json!({"reason": "r", "item": item, "bytes": item.len()}).to_string()
+    };
+    // Oldest on the right: garbage, 1, garbage, 2.
+    for record in [
+        r#"{"reason":"r","item":"x","bytes":1}"#.to_string(),
+        message(1),
+        r#"{"reason":"r","item":"{\"seq\":3","bytes":7,"truncated":true}"#.to_string(),
+        message(2),
+    ] {
+        let _: () = conn.lpush(keys.dead(), record).await.expect("lpush");
+    }
+    let first = scripts::requeue_dead(&redis, &keys, 0, 2, &[])
+        .await
+        .expect("requeue");
+    assert_eq!((first.requeued, first.kept, first.looked_at), (1, 1, 2));
+    assert_eq!(first.seqs, vec![1]);
+    let second = scripts::requeue_dead(&redis, &keys, first.kept, 2, &[])
+        .await
+        .expect("requeue");
+    assert_eq!((second.requeued, second.kept, second.looked_at), (1, 1, 2));
+    assert_eq!(second.seqs, vec![2]);
+    let queue: Vec<String> = conn.lrange(keys.queue(), 0, -1).await.expect("lrange");
+    assert_eq!(
+        queue,
+        vec![
+            r#"{"seq":2,"epoch":1,"producer":"p","text":"t","generated_at_ms":1}"#.to_string(),
+            r#"{"seq":1,"epoch":1,"producer":"p","text":"t","generated_at_ms":1}"#.to_string(),
+        ],
+        "oldest claimed first, delivery count gone"
+    );
+    // Two counted; a third arrives before the purge and is kept.
+    let _: () = conn.lpush(keys.dead(), message(9)).await.expect("lpush");
+    assert_eq!(
+        scripts::purge_dead(&redis, &keys, 2).await.expect("purge"),
+        2
+    );
+    let left: Vec<String> = conn.lrange(keys.dead(), 0, -1).await.expect("lrange");
+    assert_eq!(left, vec![message(9)]);
 }
