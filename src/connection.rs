@@ -40,6 +40,8 @@ struct Inner {
     lost_since: Mutex<Option<Instant>>,
     replacing: AtomicBool,
     failures: AtomicU64,
+    /// Times the connection came back after it was lost.
+    reconnects: AtomicU64,
     wait: Option<WaitReplicas>,
     /// Since when WAITs come back short (and only one a second waits in full).
     short_since: Mutex<Option<Instant>>,
@@ -221,6 +223,7 @@ impl Redis {
             Ok(_) => {
                 let since = inner.lost_since.locked().take();
                 if let Some(since) = since {
+                    inner.reconnects.fetch_add(1, Ordering::Relaxed);
                     info!(address = %inner.address, after_ms = since.elapsed().as_millis() as u64, "connection to Redis is back");
                     // A new server connection has forgotten the client name.
                     let redis = self.clone();
@@ -239,6 +242,16 @@ impl Redis {
     /// them may have taken effect in Redis with only its answer lost.
     pub fn failures(&self) -> u64 {
         self.inner.failures.load(Ordering::Relaxed)
+    }
+
+    /// Times the connection came back after it was lost.
+    pub fn reconnects(&self) -> u64 {
+        self.inner.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Whether the last request had an answer (no loss seen since).
+    pub fn connected(&self) -> bool {
+        self.inner.lost_since.locked().is_none()
     }
 
     /// Opens a new connection and swaps it in, once at a time.
@@ -470,6 +483,7 @@ pub async fn connect(
             lost_since: Mutex::default(),
             replacing: AtomicBool::new(false),
             failures: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
             wait: settings.wait,
             short_since: Mutex::default(),
             settings: settings.clone(),

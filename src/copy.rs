@@ -10,6 +10,7 @@ use crate::connection::{self, Redis, Replicated, Signals};
 use crate::error::{Error, LastError};
 use crate::keys::Keys;
 use crate::settings::{RedisSettings, RoleChoice, StartSettings};
+use crate::sync::Locked;
 use crate::{lease, membership, processor, scripts};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -48,10 +49,8 @@ pub struct CopyState {
     /// The copy id; it changes when an expired heartbeat forces re-registration.
     id: watch::Sender<Arc<str>>,
     role: watch::Sender<Role>,
-    /// Messages this process has committed, under any of its ids.
-    processed: AtomicU64,
-    /// Writes that fewer replicas confirmed than `--wait-replicas` asks.
-    unconfirmed: AtomicU64,
+    /// What this process counts, under any of its ids (`--http` /metrics).
+    pub metrics: crate::metrics::Metrics,
     /// Asks the heartbeat task to beat now (after a role change or a refused claim).
     pub beat_now: Notify,
     pub host: String,
@@ -61,6 +60,10 @@ pub struct CopyState {
     pub last_error: LastError,
     /// The length of this copy's processing list at the last heartbeat.
     processing_len: AtomicU64,
+    /// The queue's length at the last heartbeat.
+    queue_len: AtomicU64,
+    /// When the heartbeat last landed (for `/readyz`).
+    beat_at: std::sync::Mutex<Option<tokio::time::Instant>>,
     /// Every task the copy spawns; [`run`] returns once all have ended.
     pub tasks: TaskTracker,
 }
@@ -74,14 +77,15 @@ impl CopyState {
             signals: Arc::default(),
             id: watch::Sender::new(id.into()),
             role: watch::Sender::new(Role::Processor),
-            processed: AtomicU64::new(0),
-            unconfirmed: AtomicU64::new(0),
+            metrics: crate::metrics::Metrics::default(),
             beat_now: Notify::new(),
             host: crate::settings::host_name(),
             pid: std::process::id(),
             started_at_ms: crate::message::now_ms(),
             last_error: LastError::default(),
             processing_len: AtomicU64::new(0),
+            queue_len: AtomicU64::new(0),
+            beat_at: std::sync::Mutex::new(None),
             tasks: TaskTracker::new(),
         }
     }
@@ -113,7 +117,29 @@ impl CopyState {
     }
 
     pub fn processed(&self) -> u64 {
-        self.processed.load(Ordering::Relaxed)
+        self.metrics.processed.get()
+    }
+
+    /// The queue's length at the last heartbeat.
+    pub fn queue_len(&self) -> u64 {
+        self.queue_len.load(Ordering::Relaxed)
+    }
+
+    /// The heartbeat landed just now.
+    pub(crate) fn beat_landed(&self) {
+        *self.beat_at.locked() = Some(tokio::time::Instant::now());
+    }
+
+    /// Whether the last heartbeat landed less than a heartbeat's life ago,
+    /// by this process's clock: registered and alive to the others.
+    pub fn heartbeat_live(&self) -> bool {
+        self.beat_at
+            .locked()
+            .is_some_and(|at| at.elapsed() < crate::membership::HEARTBEAT_TTL)
+    }
+
+    pub(crate) fn set_queue_len(&self, len: u64) {
+        self.queue_len.store(len, Ordering::Relaxed);
     }
 
     /// How long this copy's processing list was at the last heartbeat.
@@ -125,13 +151,9 @@ impl CopyState {
         self.processing_len.store(len, Ordering::Relaxed);
     }
 
-    pub(crate) fn count_processed(&self) {
-        self.processed.fetch_add(1, Ordering::Relaxed);
-    }
-
     /// Writes that `--wait-replicas` did not see confirmed in time.
     pub fn unconfirmed(&self) -> u64 {
-        self.unconfirmed.load(Ordering::Relaxed)
+        self.metrics.unconfirmed.get()
     }
 
     /// After `what` committed: waits for `--wait-replicas`; a shortfall is
@@ -142,14 +164,14 @@ impl CopyState {
         match self.redis.replicated().await {
             Ok(Replicated::NotAsked | Replicated::Confirmed) => {}
             Ok(Replicated::Short { acked, wanted }) => {
-                self.unconfirmed.fetch_add(1, Ordering::Relaxed);
+                self.metrics.unconfirmed.inc();
                 self.last_error.problem(
                     "a write was not confirmed by --wait-replicas replicas in time",
                     &format!("{what}: {acked} of {wanted} replicas confirmed it"),
                 );
             }
             Err(e) => {
-                self.unconfirmed.fetch_add(1, Ordering::Relaxed);
+                self.metrics.unconfirmed.inc();
                 self.last_error
                     .report(&format!("waiting for replicas after {what}"), &e);
             }
@@ -232,8 +254,25 @@ async fn fit_item_limit(redis: &Redis, wanted: u64) -> u64 {
 /// Signals are the caller's business: the binary cancels on SIGTERM.
 pub async fn run(
     redis_settings: RedisSettings,
+    settings: StartSettings,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let http = match settings.http {
+        Some(addr) => Some(crate::http::start(addr, shutdown.clone()).await?),
+        None => None,
+    };
+    let ran = run_copy(redis_settings, settings, shutdown, http.as_ref()).await;
+    if let Some(http) = http {
+        http.stop().await;
+    }
+    ran
+}
+
+async fn run_copy(
+    redis_settings: RedisSettings,
     mut settings: StartSettings,
     shutdown: CancellationToken,
+    http: Option<&crate::http::Server>,
 ) -> Result<(), Error> {
     let id = new_copy_id(&settings.name);
     let timeout = request_timeout(settings.lease);
@@ -254,6 +293,9 @@ pub async fn run(
     check_eviction(&redis).await;
     let keys = Keys::new(&redis_settings.namespace);
     let copy = Arc::new(CopyState::new(redis, keys, settings, id));
+    if let Some(http) = http {
+        http.attach(&copy);
+    }
     if !membership::register(&copy, &shutdown).await {
         return Ok(());
     }

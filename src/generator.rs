@@ -173,6 +173,7 @@ async fn emit(
     )
     .await;
     if let Ok(Ok(_)) = enqueued {
+        copy.metrics.generated.inc_by(texts.len() as u64);
         copy.confirm_replicated("an enqueue").await;
     }
     match enqueued {

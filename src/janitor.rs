@@ -18,9 +18,16 @@ use redis::RedisResult;
 use tracing::info;
 
 /// One pass over dead copies and abandoned `get-errors` runs; what fails is
-/// reported to `errors` and retried by the next pass.
-pub async fn pass(redis: &Redis, keys: &Keys, max_deliveries: u32, errors: &LastError) {
-    if let Err(e) = reclaim_dead_copies(redis, keys, max_deliveries).await {
+/// reported to `errors` and retried by the next pass. What it took back from
+/// dead copies: (requeued, dead-lettered).
+pub async fn pass(
+    redis: &Redis,
+    keys: &Keys,
+    max_deliveries: u32,
+    errors: &LastError,
+) -> (u64, u64) {
+    let mut reclaimed = (0, 0);
+    if let Err(e) = reclaim_dead_copies(redis, keys, max_deliveries, &mut reclaimed).await {
         errors.report(
             &format!(
                 "janitor: reclaiming dead copies (listed in {})",
@@ -38,6 +45,7 @@ pub async fn pass(redis: &Redis, keys: &Keys, max_deliveries: u32, errors: &Last
             &e,
         );
     }
+    reclaimed
 }
 
 /// The `members` whose `key_of(member)` does not exist.
@@ -68,13 +76,20 @@ async fn missing(
         .collect())
 }
 
-async fn reclaim_dead_copies(redis: &Redis, keys: &Keys, max_deliveries: u32) -> RedisResult<()> {
+async fn reclaim_dead_copies(
+    redis: &Redis,
+    keys: &Keys,
+    max_deliveries: u32,
+    reclaimed: &mut (u64, u64),
+) -> RedisResult<()> {
     let ids: Vec<String> = redis::cmd("HKEYS")
         .arg(keys.registry())
         .query_async(&mut redis.conn())
         .await?;
     for id in missing(redis, ids, |id| keys.heartbeat(id)).await? {
         if let Ok(r) = scripts::reclaim(redis, keys, &id, max_deliveries, Reclaim::Dead).await? {
+            reclaimed.0 += r.requeued;
+            reclaimed.1 += r.dead_lettered;
             info!(
                 copy = %crate::escape::for_terminal(&id),
                 requeued = r.requeued,

@@ -72,6 +72,9 @@ pub async fn campaign(copy: Arc<CopyState>, shutdown: CancellationToken) {
         let sent = Instant::now();
         let wait = match scripts::acquire_lease(&copy.redis, &copy.keys, &id, lease_ms).await {
             Ok(Acquired::Taken { epoch, last }) => {
+                copy.metrics
+                    .epoch
+                    .set(i64::try_from(epoch).unwrap_or(i64::MAX));
                 backoff.reset();
                 match &last {
                     Some(last) => {

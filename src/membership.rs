@@ -62,7 +62,10 @@ async fn beat_once(
 pub async fn register(copy: &CopyState, shutdown: &CancellationToken) -> bool {
     loop {
         match beat_once(copy, BeatKind::Register).await {
-            Ok(_) => return true,
+            Ok(_) => {
+                copy.beat_landed();
+                return true;
+            }
             Err(e) => copy.last_error.report("registration", &e),
         }
         tokio::select! {
@@ -93,6 +96,7 @@ pub async fn beat(copy: Arc<CopyState>, stop: CancellationToken) {
         match beat_once(&copy, kind).await {
             Ok(Err(_)) => rejoin(&copy).await,
             Ok(Ok(beat)) => {
+                copy.beat_landed();
                 if kind == BeatKind::BeatAndCheckJanitor {
                     orphaned_seen = if beat.janitor_orphaned {
                         orphaned_seen + 1
@@ -114,17 +118,22 @@ pub async fn beat(copy: Arc<CopyState>, stop: CancellationToken) {
                 if beat.janitor_turn {
                     let copy = copy.clone();
                     copy.tasks.clone().spawn(async move {
-                        janitor::pass(
+                        let (requeued, dead_lettered) = janitor::pass(
                             &copy.redis,
                             &copy.keys,
                             copy.settings.max_deliveries,
                             &copy.last_error,
                         )
-                        .await
+                        .await;
+                        copy.metrics.reclaimed.inc_by(requeued);
+                        copy.metrics.dead_lettered.inc_by(dead_lettered);
                     });
                 }
                 if let Some(len) = beat.processing_len {
                     copy.set_processing_len(len);
+                }
+                if let Some(len) = beat.queue_len {
+                    copy.set_queue_len(len);
                 }
                 if beat.queue_len.is_some_and(|n| n > 0) {
                     copy.signals.wake.notify_one();
@@ -142,6 +151,7 @@ async fn rejoin(copy: &CopyState) {
     copy.set_id(new.clone());
     match beat_once(copy, BeatKind::Register).await {
         Ok(_) => {
+            copy.beat_landed();
             warn!(old = %old, new = %new, "heartbeat had expired (paused or cut off); re-registered under a new id");
             let _ = copy
                 .redis

@@ -67,6 +67,8 @@ pub enum Kind {
     Flag,
     /// Whole numbers, separated by commas or given one after another.
     Numbers,
+    /// An address to listen on: `IP:PORT`.
+    Listen,
 }
 
 /// One option.
@@ -137,7 +139,8 @@ impl Opt {
             | Kind::File
             | Kind::Addresses
             | Kind::Flag
-            | Kind::Numbers => None,
+            | Kind::Numbers
+            | Kind::Listen => None,
         }
     }
 
@@ -255,6 +258,10 @@ pub static OPTIONS: &[Opt] = &[
         .default("5"),
     opt("shutdown-timeout-ms", Start, Kind::Int { min: 0, max: 3_600_000 }, "On SIGTERM/SIGINT/SIGHUP, time to finish the messages in hand")
         .default("10000"),
+    opt("http", Start, Kind::Listen, "Serve GET /metrics (Prometheus), /healthz and /readyz on this address, e.g. 0.0.0.0:9100")
+        .env("APP_HTTP")
+        .value("ADDR")
+        .default_doc("off"),
     opt("max-item-bytes", Start, Kind::Int { min: 1024, max: 536_870_912 }, "Larger queue items go to dead-letter without leaving Redis, keeping their first N bytes; lowered at start to fit Redis's proto-max-bulk-len")
         .default("1048576"),
     opt("limit", GetErrors, Kind::Int { min: 1, max: u64::MAX }, "Take at most N errors")

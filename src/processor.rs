@@ -229,6 +229,7 @@ impl Work {
     /// Works on `item`, claimed under `id`, in a task of its own.
     fn spawn(&self, id: &Arc<str>, item: Vec<u8>, permit: Option<OwnedSemaphorePermit>) {
         self.in_hand.add(&item);
+        self.copy.metrics.in_flight.inc();
         let (copy, id, in_hand, slot_freed) = (
             self.copy.clone(),
             id.clone(),
@@ -242,6 +243,7 @@ impl Work {
                 _ = abandon.cancelled() => {}
             }
             in_hand.remove(&item);
+            copy.metrics.in_flight.dec();
             drop(permit);
             slot_freed.notify_one();
         });
@@ -354,6 +356,7 @@ pub async fn run(copy: Arc<CopyState>, shutdown: CancellationToken) {
                 backoff.reset();
                 more = left > 0 || oversized > 0;
                 if oversized > 0 {
+                    copy.metrics.dead_lettered.inc_by(oversized);
                     warn!(
                         count = oversized,
                         max_item_bytes = copy.settings.max_item_bytes,
@@ -446,10 +449,18 @@ async fn process(
     }
     match committed.await {
         Ok(true) => {
-            copy.count_processed();
+            match (&message, &outcome) {
+                (Ok(m), outcome) => copy
+                    .metrics
+                    .committed(m.generated_at_ms, matches!(outcome, Outcome::Error(_))),
+                (Err(_), _) => {
+                    copy.metrics.dead_lettered.inc();
+                }
+            }
             log_result(copy, &message, &outcome);
         }
         Ok(false) => {
+            copy.metrics.refused_acks.inc();
             // Either the janitor gave it back, or an earlier try of this
             // same ack committed it and only its answer was lost.
             warn!(

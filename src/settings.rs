@@ -106,6 +106,14 @@ pub(crate) fn check(opt: &Opt, value: &str) -> Result<(), String> {
                 opt.name
             )),
         },
+        Kind::Listen => match value.parse::<std::net::SocketAddr>() {
+            Ok(addr) if addr.port() > 0 => Ok(()),
+            _ => Err(format!(
+                "invalid value '{}' for '--{}': an IP address and a port (1 to 65535), e.g. 0.0.0.0:9100 or [::1]:9100",
+                shown(),
+                opt.name
+            )),
+        },
         Kind::Secret | Kind::File => Ok(()),
     }
 }
@@ -713,6 +721,8 @@ pub struct StartSettings {
     pub max_deliveries: u32,
     pub shutdown_timeout: Duration,
     pub max_item_bytes: u64,
+    /// Where to serve /metrics, /healthz and /readyz (`--http`).
+    pub http: Option<std::net::SocketAddr>,
 }
 
 impl StartSettings {
@@ -739,6 +749,7 @@ impl StartSettings {
             max_deliveries: v.int("max-deliveries") as u32,
             shutdown_timeout: v.ms("shutdown-timeout-ms"),
             max_item_bytes: v.int("max-item-bytes"),
+            http: v.text("http").and_then(|addr| addr.parse().ok()),
         }
     }
 }

@@ -253,7 +253,7 @@ fn concurrent_copies_keep_the_invariants() {
                             // Late acks under the old id stay possible: `held` is kept.
                         }
                         85..=89 => {
-                            redis_ql::janitor::pass(&redis, &keys, 3, &Default::default()).await
+                            redis_ql::janitor::pass(&redis, &keys, 3, &Default::default()).await;
                         }
                         90..=94 => {
                             // Each get-errors run has an id of its own, as in app.
