@@ -133,18 +133,18 @@ fn format_line(raw: &[u8], json: bool) -> String {
         });
         if let Some(m) = &message {
             value["seq"] = m.seq.into();
-            value["deliveries"] = m.deliveries.into();
         }
         return json_for_terminal(value.to_string());
     }
     match message {
+        // The reason says how often it was delivered; the item's own count
+        // is the one it had before its last delivery.
         Some(m) => format!(
-            "#{} {} {} (epoch {}, {} deliveries) {}: {}",
+            "#{} {} {} (epoch {}) {}: {}",
             m.seq,
             format_utc_ms(m.generated_at_ms),
             for_terminal(&m.producer),
             m.epoch,
-            m.deliveries,
             for_terminal(&record.reason),
             for_terminal(&m.text)
         ),
