@@ -198,9 +198,10 @@ async fn dead_letters(
         }
         DeadSettings::Requeue { seqs } => {
             let done = dead::requeue(conn, keys, seqs.as_deref()).await?;
+            let left = dead::count(conn, keys).await?;
             say(&format!(
-                "requeued {} messages; {} records stay in dead-letter",
-                done.requeued, done.kept
+                "requeued {} messages; {left} records left in dead-letter",
+                done.requeued
             ));
             if !done.not_found.is_empty() {
                 let missing: Vec<String> = done.not_found.iter().map(u64::to_string).collect();

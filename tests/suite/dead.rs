@@ -133,7 +133,7 @@ fn dead_letters_are_listed_requeued_once_and_purged() {
     let out = run_app(&server, &["dead", "requeue", "--all"]);
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
-        said.contains("requeued 9 messages; 1 records stay"),
+        said.contains("requeued 9 messages; 1 records left"),
         "{said}"
     );
     assert_eq!(dead_len(&server), 1);
