@@ -7,30 +7,37 @@
 //! ./target/release/redis-ql-bench --processors 4 --concurrency 16 --seconds 10 --json
 //! ./target/release/redis-ql-bench --sweep --svg bench/sweep.svg --csv bench/sweep.csv
 //! ./target/release/redis-ql-bench --idle 50,100,200
+//! ./target/release/redis-ql-bench --help                # every option
 //! ```
 //!
 //! Throughput mode: one generator with `--interval-ms 0` and P processor
 //! copies with concurrency C; after a warm-up, T seconds are measured:
 //! messages per second end to end (acked) and generated, latency from
-//! generation to processing (sampled from the error records), commands
-//! sent and Redis command executions per message (`INFO commandstats`),
-//! Redis CPU seconds per 1000 messages (`INFO cpu`), connections per copy
-//! (`CLIENT LIST`) and peak RSS per copy (`VmHWM`). `--sweep` runs P in
-//! 1, 2, 4, 8 and C in 1, 16, 256 and draws throughput and p99 latency.
+//! generation to processing (sampled from the error records into an HDR
+//! histogram: p50, p99, p99.9, max), commands sent and Redis command
+//! executions per message (`INFO commandstats`), Redis CPU seconds per 1000
+//! messages (`INFO cpu`), connections per copy (`CLIENT LIST`) and peak RSS
+//! per copy (`VmHWM`). `--sweep` runs P in 1, 2, 4, 8 and C in 1, 16, 256;
+//! `--svg` draws throughput and p99 latency against P, one line per C, and
+//! `--csv` writes one row per run.
 //!
 //! Idle mode: K copies at the default cadence; Redis commands per second
 //! (in all and per copy), Redis CPU %, time to the first message, and the
 //! gap in generation after kill -9 of the generator.
 
+use clap::Parser;
+use hdrhistogram::Histogram;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use redis::Commands;
+use serde::{Serialize, Serializer};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use testkit::{keys, percentile};
+use testkit::keys;
 
 /// Commands the copies send themselves; everything else in commandstats
 /// runs inside a script.
@@ -49,79 +56,71 @@ const SENT: [&str; 12] = [
     "hello",
 ];
 
+/// redis-ql measured with real processes against a private Redis.
+///
+/// Without --sweep or --idle: one throughput run of one generator and
+/// --processors copies of --concurrency.
+#[derive(Parser, Debug)]
+#[command(name = "redis-ql-bench", version, args_override_self = true)]
 struct Options {
+    /// Processor copies P beside the generator (throughput mode).
+    #[arg(long, value_name = "P", default_value_t = 2)]
     processors: usize,
+    /// Messages each processor copy handles at once, C (throughput mode).
+    #[arg(long, value_name = "C", default_value_t = 64)]
     concurrency: usize,
+    /// Seconds measured in each run, after the warm-up.
+    #[arg(long, value_name = "T", default_value_t = 10)]
     seconds: u64,
+    /// Seconds of warm-up before measuring (idle mode waits at least 5).
+    #[arg(long, value_name = "W", default_value_t = 3)]
     warmup: u64,
+    /// The app binary started as the copies [default: `app` beside this binary].
+    #[arg(long, value_name = "PATH", default_value_os_t = default_app(), hide_default_value = true)]
     app: PathBuf,
+    /// The redis-server binary started as the private Redis (and its replicas).
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "REDIS_SERVER",
+        default_value = "redis-server"
+    )]
     redis_server: String,
+    /// Print each report as one JSON object per line instead of a text line.
+    #[arg(long)]
     json: bool,
-    sweep: bool,
-    idle: Vec<usize>,
-    svg: Option<PathBuf>,
-    csv: Option<PathBuf>,
     /// Redis speaks only TLS; the copies check its certificate.
+    #[arg(long)]
     tls: bool,
-    /// Replicas started beside Redis, and `--wait-replicas` for the copies.
+    /// Replicas started beside Redis, and `--wait-replicas N` for the copies.
+    #[arg(long, value_name = "N", default_value_t = 0)]
     wait_replicas: u32,
+    /// Run P in 1, 2, 4, 8 and C in 1, 16, 256 (12 throughput runs).
+    #[arg(long)]
+    sweep: bool,
+    /// With --sweep: draw throughput and p99 latency against P, one line per C, to FILE.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+    /// With --sweep: write one CSV row per run to FILE.
+    #[arg(long, value_name = "FILE")]
+    csv: Option<PathBuf>,
+    /// Idle mode: for each K, K copies at the default cadence (Redis load,
+    /// first message, failover gap).
+    #[arg(long, value_name = "K,K,...", value_delimiter = ',', value_parser = count, action = clap::ArgAction::Set)]
+    idle: Vec<usize>,
 }
 
-fn usage() -> ! {
-    eprintln!(
-        "usage: redis-ql-bench [--processors P] [--concurrency C] [--seconds T] [--warmup W] [--json]\n\
-         \x20                     [--sweep [--svg FILE] [--csv FILE]] [--idle K,K,...]\n\
-         \x20                     [--tls] [--wait-replicas N] [--app PATH] [--redis-server PATH]"
-    );
-    std::process::exit(2)
-}
-
-fn options() -> Options {
-    let exe_dir = std::env::current_exe()
+/// `app` in the directory of this binary.
+fn default_app() -> PathBuf {
+    std::env::current_exe()
         .ok()
-        .and_then(|p| p.parent().map(|d| d.to_path_buf()))
-        .unwrap_or_default();
-    let mut o = Options {
-        processors: 2,
-        concurrency: 64,
-        seconds: 10,
-        warmup: 3,
-        app: exe_dir.join("app"),
-        redis_server: std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into()),
-        json: false,
-        sweep: false,
-        idle: Vec::new(),
-        svg: None,
-        csv: None,
-        tls: false,
-        wait_replicas: 0,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().unwrap_or_else(|| usage());
-        match arg.as_str() {
-            "--processors" => o.processors = value().parse().unwrap_or_else(|_| usage()),
-            "--concurrency" => o.concurrency = value().parse().unwrap_or_else(|_| usage()),
-            "--seconds" => o.seconds = value().parse().unwrap_or_else(|_| usage()),
-            "--warmup" => o.warmup = value().parse().unwrap_or_else(|_| usage()),
-            "--app" => o.app = PathBuf::from(value()),
-            "--redis-server" => o.redis_server = value(),
-            "--json" => o.json = true,
-            "--tls" => o.tls = true,
-            "--wait-replicas" => o.wait_replicas = value().parse().unwrap_or_else(|_| usage()),
-            "--sweep" => o.sweep = true,
-            "--svg" => o.svg = Some(PathBuf::from(value())),
-            "--csv" => o.csv = Some(PathBuf::from(value())),
-            "--idle" => {
-                o.idle = value()
-                    .split(',')
-                    .map(|k| k.trim().parse().unwrap_or_else(|_| usage()))
-                    .collect()
-            }
-            _ => usage(),
-        }
-    }
-    o
+        .and_then(|p| p.parent().map(|d| d.join("app")))
+        .unwrap_or_else(|| PathBuf::from("app"))
+}
+
+/// One K of `--idle`, spaces around it allowed.
+fn count(text: &str) -> Result<usize, std::num::ParseIntError> {
+    text.trim().parse()
 }
 
 fn fail(what: &str) -> ! {
@@ -365,17 +364,14 @@ fn throughput(o: &Options, processors: usize, concurrency: usize, seconds: u64) 
             n as f64 / processed as f64
         }
     };
-    let mut latency: Vec<u64> = records(&mut cluster)
-        .iter()
-        .filter_map(|v| {
-            Some(
-                v["detected_at_ms"]
-                    .as_u64()?
-                    .saturating_sub(v["generated_at_ms"].as_u64()?),
-            )
-        })
-        .collect();
-    latency.sort_unstable();
+    let mut latency = latency_histogram();
+    for v in records(&mut cluster) {
+        if let (Some(detected), Some(generated)) =
+            (v["detected_at_ms"].as_u64(), v["generated_at_ms"].as_u64())
+        {
+            latency.saturating_record(detected.saturating_sub(generated));
+        }
+    }
     let clients: String = redis::cmd("CLIENT")
         .arg("LIST")
         .query(&mut cluster.conn)
@@ -399,18 +395,29 @@ fn throughput(o: &Options, processors: usize, concurrency: usize, seconds: u64) 
         "seconds": elapsed,
         "processed_per_s": processed as f64 / elapsed,
         "generated_per_s": generated as f64 / elapsed,
-        "latency_ms": {
-            "samples": latency.len(),
-            "p50": percentile(&latency, 50.0),
-            "p99": percentile(&latency, 99.0),
-            "p99_9": percentile(&latency, 99.9),
-            "max": latency.last().copied().unwrap_or(0),
-        },
+        "latency_ms": latency_summary(&latency),
         "commands_sent_per_message": per_message(sent),
         "redis_executions_per_message": per_message(executions),
         "redis_cpu_s_per_1000": if processed == 0 { 0.0 } else { (last.cpu - first.cpu) * 1000.0 / processed as f64 },
         "connections_per_copy_max": connections.values().copied().max().unwrap_or(0),
         "peak_rss_kib_max": rss,
+    })
+}
+
+/// An empty latency histogram, in ms: auto-resizing, 3 significant digits
+/// (exact below 2048 ms).
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new(3).unwrap_or_else(|e| fail(&format!("latency histogram: {e}")))
+}
+
+/// The report's `latency_ms`: samples, p50, p99, p99.9 and max; all 0 for none.
+fn latency_summary(latency: &Histogram<u64>) -> Value {
+    json!({
+        "samples": latency.len(),
+        "p50": latency.value_at_quantile(0.5),
+        "p99": latency.value_at_quantile(0.99),
+        "p99_9": latency.value_at_quantile(0.999),
+        "max": latency.max(),
     })
 }
 
@@ -526,111 +533,144 @@ fn print_idle(r: &Value) {
     );
 }
 
-/// Throughput and p99 latency against P, one line per C.
-fn svg(reports: &[Value]) -> String {
-    let (w, h, pad) = (420.0, 260.0, 50.0);
-    let ps: Vec<f64> = vec![1.0, 2.0, 4.0, 8.0];
-    let x = |p: f64| pad + (p.log2() / 3.0) * (w - 2.0 * pad);
-    let colours = ["#1f77b4", "#d62728", "#2ca02c"];
+/// The concurrencies of `--sweep`, one line each in the chart.
+const SWEEP_CONCURRENCY: [u64; 3] = [1, 16, 256];
+
+/// A figure of one sweep report.
+type Metric = fn(&Value) -> f64;
+
+/// The chart's panels, left to right: title, y axis and what is drawn.
+const PANELS: [(&str, &str, Metric); 2] = [
+    ("messages/s end to end", "messages/s", |r| {
+        r["processed_per_s"].as_f64().unwrap_or(0.0)
+    }),
+    ("p99 latency", "p99 latency, ms", |r| {
+        r["latency_ms"]["p99"].as_f64().unwrap_or(0.0)
+    }),
+];
+
+/// Throughput and p99 latency against P (log2 axis), one line per C, as SVG.
+fn chart(reports: &[Value]) -> Result<String, Box<dyn std::error::Error>> {
+    let colours = [
+        RGBColor(0x1f, 0x77, 0xb4),
+        RGBColor(0xd6, 0x27, 0x28),
+        RGBColor(0x2c, 0xa0, 0x2c),
+    ];
     let mut out = String::new();
-    let _ = write!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="sans-serif" font-size="11">"#,
-        2.0 * w,
-        h
-    );
-    for (panel, (field, title)) in [
-        ("processed_per_s", "messages/s end to end"),
-        ("p99", "p99 latency, ms"),
-    ]
-    .iter()
-    .enumerate()
     {
-        let value = |r: &Value| {
-            if *field == "p99" {
-                r["latency_ms"]["p99"].as_f64()
-            } else {
-                r[field].as_f64()
+        let root = SVGBackend::with_string(&mut out, (900, 330)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let (panels, legend) = root.split_vertically(300);
+        for (area, (title, y_desc, metric)) in panels.split_evenly((1, 2)).iter().zip(PANELS) {
+            let top = reports.iter().map(metric).fold(1.0, f64::max) * 1.1;
+            let mut chart = ChartBuilder::on(area)
+                .caption(title, ("sans-serif", 20))
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(60)
+                .build_cartesian_2d(-0.2f64..3.2f64, 0f64..top)?;
+            chart
+                .configure_mesh()
+                .x_labels(4)
+                .x_label_formatter(&|x| format!("{}", 2f64.powf(*x)))
+                .y_label_formatter(&|y| format!("{y:.0}"))
+                .x_desc("processor copies (P)")
+                .y_desc(y_desc)
+                .disable_x_mesh()
+                .max_light_lines(0)
+                .draw()?;
+            for (c, colour) in SWEEP_CONCURRENCY.into_iter().zip(colours) {
+                let points: Vec<(f64, f64)> = reports
+                    .iter()
+                    .filter(|r| r["concurrency"].as_u64() == Some(c))
+                    .map(|r| (r["processors"].as_f64().unwrap_or(1.0).log2(), metric(r)))
+                    .collect();
+                chart.draw_series(LineSeries::new(points, colour.stroke_width(2)).point_size(3))?;
             }
-            .unwrap_or(0.0)
-        };
-        let max = reports.iter().map(value).fold(1.0, f64::max) * 1.1;
-        let y = |v: f64| h - pad - v / max * (h - 2.0 * pad);
-        let _ = write!(out, r#"<g transform="translate({},0)">"#, panel as f64 * w);
-        let _ = write!(
-            out,
-            r#"<text x="{}" y="20" text-anchor="middle" font-size="13">{title}</text>"#,
-            w / 2.0
-        );
-        let _ = write!(
-            out,
-            r#"<line x1="{pad}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
-            h - pad,
-            w - pad,
-            h - pad
-        );
-        let _ = write!(
-            out,
-            r#"<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{}" stroke="black"/>"#,
-            h - pad
-        );
-        for p in &ps {
-            let _ = write!(
-                out,
-                r#"<text x="{}" y="{}" text-anchor="middle">{p}</text>"#,
-                x(*p),
-                h - pad + 15.0
-            );
         }
-        let _ = write!(
-            out,
-            r#"<text x="{}" y="{}" text-anchor="middle">processor copies (P)</text>"#,
-            w / 2.0,
-            h - 12.0
-        );
-        for i in 0..=4 {
-            let v = max * i as f64 / 4.0;
-            let _ = write!(
-                out,
-                r#"<text x="{}" y="{}" text-anchor="end">{:.0}</text>"#,
-                pad - 4.0,
-                y(v) + 4.0,
-                v
-            );
+        // One legend under both panels: the lines are the same C in each.
+        let text = ("sans-serif", 15)
+            .into_font()
+            .into_text_style(&legend)
+            .pos(Pos::new(HPos::Left, VPos::Center));
+        legend.draw(&Text::new("concurrency per copy:", (250, 12), text.clone()))?;
+        for (i, (c, colour)) in SWEEP_CONCURRENCY.into_iter().zip(colours).enumerate() {
+            let x = 420 + 90 * i as i32;
+            legend.draw(&PathElement::new(
+                [(x, 12), (x + 24, 12)],
+                colour.stroke_width(2),
+            ))?;
+            legend.draw(&Text::new(format!("C={c}"), (x + 30, 12), text.clone()))?;
         }
-        for (ci, c) in [1u64, 16, 256].iter().enumerate() {
-            let points: Vec<String> = reports
-                .iter()
-                .filter(|r| r["concurrency"].as_u64() == Some(*c))
-                .map(|r| {
-                    format!(
-                        "{:.1},{:.1}",
-                        x(r["processors"].as_f64().unwrap_or(1.0)),
-                        y(value(r))
-                    )
-                })
-                .collect();
-            let colour = colours[ci % colours.len()];
-            let _ = write!(
-                out,
-                r#"<polyline fill="none" stroke="{colour}" stroke-width="2" points="{}"/>"#,
-                points.join(" ")
-            );
-            let _ = write!(
-                out,
-                r#"<text x="{}" y="{}" fill="{colour}">C={c}</text>"#,
-                w - pad + 4.0,
-                pad + 14.0 * ci as f64
-            );
-        }
-        out.push_str("</g>");
+        root.present()?;
     }
-    out.push_str("</svg>\n");
-    out
+    Ok(out)
+}
+
+/// Writes the sweep chart to `path`.
+fn write_svg(path: &Path, reports: &[Value]) -> Result<(), Box<dyn std::error::Error>> {
+    Ok(std::fs::write(path, chart(reports)?)?)
+}
+
+/// One line of `--csv`: the columns, in order, are the field names.
+#[derive(Serialize)]
+struct CsvRow {
+    processors: u64,
+    concurrency: u64,
+    #[serde(serialize_with = "decimals::<0, _>")]
+    msgs_per_s: f64,
+    p50_ms: u64,
+    p99_ms: u64,
+    p99_9_ms: u64,
+    max_ms: u64,
+    #[serde(serialize_with = "decimals::<3, _>")]
+    sent_per_msg: f64,
+    #[serde(serialize_with = "decimals::<3, _>")]
+    exec_per_msg: f64,
+    #[serde(serialize_with = "decimals::<4, _>")]
+    redis_cpu_s_per_1000: f64,
+    conns_per_copy: u64,
+    peak_rss_kib: u64,
+}
+
+impl CsvRow {
+    fn of(r: &Value) -> Self {
+        let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+        let n = |v: &Value| v.as_u64().unwrap_or(0);
+        CsvRow {
+            processors: n(&r["processors"]),
+            concurrency: n(&r["concurrency"]),
+            msgs_per_s: f(&r["processed_per_s"]),
+            p50_ms: n(&r["latency_ms"]["p50"]),
+            p99_ms: n(&r["latency_ms"]["p99"]),
+            p99_9_ms: n(&r["latency_ms"]["p99_9"]),
+            max_ms: n(&r["latency_ms"]["max"]),
+            sent_per_msg: f(&r["commands_sent_per_message"]),
+            exec_per_msg: f(&r["redis_executions_per_message"]),
+            redis_cpu_s_per_1000: f(&r["redis_cpu_s_per_1000"]),
+            conns_per_copy: n(&r["connections_per_copy_max"]),
+            peak_rss_kib: n(&r["peak_rss_kib_max"]),
+        }
+    }
+}
+
+/// A float with `N` decimals, as the CSV has always had them.
+fn decimals<const N: usize, S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("{v:.N$}"))
+}
+
+/// Writes one `CsvRow` per report to `path`, with a header line.
+fn write_csv(path: &Path, reports: &[Value]) -> Result<(), csv::Error> {
+    let mut out = csv::Writer::from_path(path)?;
+    for r in reports {
+        out.serialize(CsvRow::of(r))?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 fn main() {
-    let o = options();
+    let o = Options::parse();
     if !o.app.exists() {
         fail(&format!(
             "no app binary at {} (cargo build --release, or --app PATH)",
@@ -670,29 +710,163 @@ fn main() {
         }
     }
     if let Some(path) = &o.svg {
-        std::fs::write(path, svg(&reports))
-            .unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));
+        write_svg(path, &reports).unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));
     }
     if let Some(path) = &o.csv {
-        let mut csv = String::from("processors,concurrency,msgs_per_s,p50_ms,p99_ms,p99_9_ms,max_ms,sent_per_msg,exec_per_msg,redis_cpu_s_per_1000,conns_per_copy,peak_rss_kib\n");
-        for r in &reports {
-            let _ = writeln!(
-                csv,
-                "{},{},{:.0},{},{},{},{},{:.3},{:.3},{:.4},{},{}",
-                r["processors"],
-                r["concurrency"],
-                r["processed_per_s"].as_f64().unwrap_or(0.0),
-                r["latency_ms"]["p50"],
-                r["latency_ms"]["p99"],
-                r["latency_ms"]["p99_9"],
-                r["latency_ms"]["max"],
-                r["commands_sent_per_message"].as_f64().unwrap_or(0.0),
-                r["redis_executions_per_message"].as_f64().unwrap_or(0.0),
-                r["redis_cpu_s_per_1000"].as_f64().unwrap_or(0.0),
-                r["connections_per_copy_max"],
-                r["peak_rss_kib_max"]
-            );
+        write_csv(path, &reports).unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Sweep reports as `throughput` makes them, with made-up figures.
+    fn reports() -> Vec<Value> {
+        let mut reports = Vec::new();
+        for (i, p) in [1u64, 2, 4, 8].into_iter().enumerate() {
+            for (j, c) in SWEEP_CONCURRENCY.into_iter().enumerate() {
+                let mut latency = latency_histogram();
+                for ms in 1..=100 {
+                    latency.saturating_record(ms * (3 - j as u64) + i as u64);
+                }
+                reports.push(json!({
+                    "processors": p,
+                    "concurrency": c,
+                    "seconds": 2.0,
+                    "processed_per_s": 10_000.0 * (i + 1) as f64 * (j + 1) as f64 + 0.4,
+                    "generated_per_s": 1.0,
+                    "latency_ms": latency_summary(&latency),
+                    "commands_sent_per_message": 2.0484,
+                    "redis_executions_per_message": 7.2906,
+                    "redis_cpu_s_per_1000": 0.03644,
+                    "connections_per_copy_max": 2,
+                    "peak_rss_kib_max": 7588,
+                }));
+            }
         }
-        std::fs::write(path, csv).unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));
+        reports
+    }
+
+    #[test]
+    fn options_parse_as_before() {
+        Options::command().debug_assert();
+        let o = Options::try_parse_from(["redis-ql-bench"]).unwrap();
+        assert_eq!(
+            (o.processors, o.concurrency, o.seconds, o.warmup),
+            (2, 64, 10, 3)
+        );
+        assert_eq!(
+            (o.json, o.tls, o.sweep, o.wait_replicas),
+            (false, false, false, 0)
+        );
+        assert!(o.idle.is_empty() && o.svg.is_none() && o.csv.is_none());
+        assert_eq!(o.app.file_name(), Some("app".as_ref()));
+        let o = Options::try_parse_from([
+            "redis-ql-bench",
+            "--processors",
+            "4",
+            "--concurrency",
+            "16",
+            "--idle",
+            "50, 100,200",
+            "--svg",
+            "a.svg",
+            "--wait-replicas",
+            "1",
+            "--redis-server",
+            "/x/redis-server",
+        ])
+        .unwrap();
+        assert_eq!((o.processors, o.concurrency, o.wait_replicas), (4, 16, 1));
+        assert_eq!(o.idle, [50, 100, 200]);
+        assert_eq!(o.svg, Some(PathBuf::from("a.svg")));
+        assert_eq!(o.redis_server, "/x/redis-server");
+        // As before, the last of a repeated flag counts.
+        let o = Options::try_parse_from([
+            "redis-ql-bench",
+            "--seconds",
+            "1",
+            "--seconds",
+            "2",
+            "--idle",
+            "1,2",
+            "--idle",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!((o.seconds, o.idle), (2, vec![3]));
+        let error = Options::try_parse_from(["redis-ql-bench", "--seconds", "x"]).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+        let error = Options::try_parse_from(["redis-ql-bench", "--nope"]).unwrap_err();
+        assert_eq!(error.exit_code(), 2);
+    }
+
+    #[test]
+    fn latency_from_the_histogram() {
+        let empty = latency_summary(&latency_histogram());
+        assert_eq!(
+            empty,
+            json!({"samples": 0, "p50": 0, "p99": 0, "p99_9": 0, "max": 0})
+        );
+        let mut latency = latency_histogram();
+        for ms in 1..=1000 {
+            latency.saturating_record(ms);
+        }
+        assert_eq!(
+            latency_summary(&latency),
+            json!({"samples": 1000, "p50": 500, "p99": 990, "p99_9": 999, "max": 1000})
+        );
+    }
+
+    #[test]
+    fn sweep_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let (svg, csv) = (dir.path().join("sweep.svg"), dir.path().join("sweep.csv"));
+        let reports = reports();
+        write_svg(&svg, &reports).unwrap();
+        write_csv(&csv, &reports).unwrap();
+
+        let svg = std::fs::read_to_string(svg).unwrap();
+        assert!(svg.starts_with("<svg"), "{svg}");
+        assert!(svg.trim_end().ends_with("</svg>"));
+        for text in [
+            "messages/s end to end",
+            "p99 latency",
+            "processor copies (P)",
+            "\nC=1\n",
+            "\nC=16\n",
+            "\nC=256\n",
+            "\n8\n",
+        ] {
+            assert!(svg.contains(text), "no {text} in the chart");
+        }
+        for colour in ["#1F77B4", "#D62728", "#2CA02C"] {
+            // A line in each panel and one in the legend.
+            let line = format!(r#"<polyline fill="none" opacity="1" stroke="{colour}""#);
+            assert_eq!(svg.matches(&line).count(), 3, "{colour}");
+        }
+        assert_eq!(svg.matches("<circle").count(), 2 * 12);
+
+        let csv = std::fs::read_to_string(csv).unwrap();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(
+            lines[0],
+            "processors,concurrency,msgs_per_s,p50_ms,p99_ms,p99_9_ms,max_ms,sent_per_msg,exec_per_msg,redis_cpu_s_per_1000,conns_per_copy,peak_rss_kib"
+        );
+        assert_eq!(lines.len(), 1 + 12);
+        assert_eq!(
+            lines[1],
+            "1,1,10000,150,297,300,300,2.048,7.291,0.0364,2,7588"
+        );
+    }
+
+    #[test]
+    fn unwritable_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no/such/dir/file");
+        assert!(write_svg(&missing, &reports()).is_err());
+        assert!(write_csv(&missing, &reports()).is_err());
     }
 }

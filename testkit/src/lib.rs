@@ -648,7 +648,11 @@ pub fn timeline(server: &RedisServer, records: &[Record]) -> Vec<Stamp> {
 /// Where each seq is, outside the errors list: the queue, processing lists,
 /// draining lists and dead-letter (by seq).
 pub fn seqs_outside_errors(server: &RedisServer) -> BTreeMap<u64, Vec<String>> {
-    let mut conn = server.conn();
+    seqs_outside_errors_on(&mut server.conn())
+}
+
+/// [`seqs_outside_errors`] of any Redis (one in a container, say).
+pub fn seqs_outside_errors_on(conn: &mut redis::Connection) -> BTreeMap<u64, Vec<String>> {
     let mut places: BTreeMap<u64, Vec<String>> = BTreeMap::new();
     let mut lists: Vec<String> = vec![keys().queue()];
     let processing: Vec<String> = conn.keys(keys().processing("*")).unwrap_or_default();
@@ -686,9 +690,17 @@ pub fn seqs_outside_errors(server: &RedisServer) -> BTreeMap<u64, Vec<String>> {
 /// exactly one place (an error record, or still queued/held/dead), none twice.
 /// Returns the records sorted by seq.
 pub fn audit_exactly_once(server: &RedisServer, records: &[Record]) -> Vec<Record> {
-    let total = generated(server);
+    audit_exactly_once_on(&mut server.conn(), records)
+}
+
+/// [`audit_exactly_once`] of any Redis (one in a container, say).
+pub fn audit_exactly_once_on(conn: &mut redis::Connection, records: &[Record]) -> Vec<Record> {
+    let count = |conn: &mut redis::Connection, key: String| -> u64 {
+        conn.get::<_, Option<u64>>(key).ok().flatten().unwrap_or(0)
+    };
+    let total = count(conn, keys().seq());
     assert!(total > 0, "nothing was generated");
-    let mut places = seqs_outside_errors(server);
+    let mut places = seqs_outside_errors_on(conn);
     for r in records {
         places
             .entry(r.seq)
@@ -696,7 +708,7 @@ pub fn audit_exactly_once(server: &RedisServer, records: &[Record]) -> Vec<Recor
             .push(format!("error record by {}", r.processor));
     }
     assert_each_seq_once(&places, total);
-    let processed = counter(server, "processed");
+    let processed = count(conn, keys().processed());
     assert_eq!(
         processed as usize,
         records.len(),
