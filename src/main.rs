@@ -79,13 +79,20 @@ fn main() -> ExitCode {
         LogFormat::Json => logs.json().with_ansi(false).init(),
     }
     let code = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => match runtime.block_on(dispatch(settings)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                say(&format!("error: {e}"));
-                ExitCode::from(e.exit_code() as u8)
+        Ok(runtime) => {
+            let result = runtime.block_on(dispatch(settings));
+            // A host-name lookup still hanging in a blocking thread (a DNS
+            // that stalls) must not hold the exit: dropping the runtime
+            // would wait for it.
+            runtime.shutdown_timeout(Duration::from_millis(100));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    say(&format!("error: {e}"));
+                    ExitCode::from(e.exit_code() as u8)
+                }
             }
-        },
+        }
         Err(e) => {
             say(&format!("error: cannot start the runtime: {e}"));
             ExitCode::from(1)
