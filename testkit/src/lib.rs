@@ -609,6 +609,16 @@ pub struct Stamp {
     pub generated_at_ms: u64,
 }
 
+impl From<&Record> for Stamp {
+    fn from(r: &Record) -> Self {
+        Stamp {
+            seq: r.seq,
+            epoch: r.epoch,
+            generated_at_ms: r.generated_at_ms,
+        }
+    }
+}
+
 /// Every message still in a list (queue, processing, draining, dead) plus the
 /// error records, sorted by seq: the whole history of the run.
 pub fn timeline(server: &RedisServer, records: &[Record]) -> Vec<Stamp> {
@@ -616,14 +626,7 @@ pub fn timeline(server: &RedisServer, records: &[Record]) -> Vec<Stamp> {
     let mut lists: Vec<String> = vec![keys().queue()];
     let keys: Vec<String> = conn.keys(keys().processing("*")).unwrap_or_default();
     lists.extend(keys);
-    let mut stamps: Vec<Stamp> = records
-        .iter()
-        .map(|r| Stamp {
-            seq: r.seq,
-            epoch: r.epoch,
-            generated_at_ms: r.generated_at_ms,
-        })
-        .collect();
+    let mut stamps: Vec<Stamp> = records.iter().map(Stamp::from).collect();
     for list in &lists {
         let items: Vec<String> = conn.lrange(list, 0, -1).unwrap_or_default();
         for item in items {

@@ -511,14 +511,7 @@ fn compose_scaled_copies_elect_one_generator_process_and_hand_over_on_kill() {
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}")))
         .collect();
     let records = audit_exactly_once_on(&mut project.conn(), &records);
-    let stamps: Vec<Stamp> = records
-        .iter()
-        .map(|r| Stamp {
-            seq: r.seq,
-            epoch: r.epoch,
-            generated_at_ms: r.generated_at_ms,
-        })
-        .collect();
+    let stamps: Vec<Stamp> = records.iter().map(Stamp::from).collect();
     assert_epochs_never_step_back(&stamps);
     eprintln!(
         "gaps between generators: {:?} ms",
