@@ -113,6 +113,11 @@ pub fn command() -> Command {
                 ),
         )
         .subcommand(
+            Command::new("dashboard")
+                .about("Serve a web page of the cluster, its errors and dead letters, and a JSON API under /api/")
+                .args(options::of(Section::Dashboard).map(arg)),
+        )
+        .subcommand(
             Command::new("completions")
                 .about("Print a shell completion script (bash, zsh, fish, powershell, elvish)")
                 .arg(
@@ -170,12 +175,13 @@ pub fn first_line(err: &clap::Error) -> String {
     line + " (see --help)"
 }
 
-const COMMANDS: [&str; 6] = [
+const COMMANDS: [&str; 7] = [
     "start",
     "get-errors",
     "getErrors",
     "status",
     "dead",
+    "dashboard",
     "completions",
 ];
 

@@ -107,35 +107,45 @@ pub async fn purge(redis: &Redis, keys: &Keys, counted: u64) -> Result<u64, Erro
         .map_err(|e| Error::from_redis(redis.address(), &e))
 }
 
+/// One record as `dead list --json` writes it: its reason, size and item,
+/// with the message's seq when the item is a whole message; `raw` when the
+/// record was written by another program.
+pub fn record_json(raw: &[u8]) -> serde_json::Value {
+    let Ok(record) = DeadRecord::decode(raw) else {
+        return serde_json::json!({ "raw": String::from_utf8_lossy(raw) });
+    };
+    let mut value = serde_json::json!({
+        "reason": record.reason,
+        "bytes": record.bytes,
+        "truncated": record.truncated,
+        "item": record.item,
+    });
+    if let Some(m) = message_of(&record) {
+        value["seq"] = m.seq.into();
+    }
+    value
+}
+
+/// The message a record holds, unless it was cut or is not one.
+fn message_of(record: &DeadRecord) -> Option<Message> {
+    (!record.truncated)
+        .then(|| Message::decode(record.item.as_bytes()).ok())
+        .flatten()
+}
+
 /// One record as a line: for a person, or JSON with the message's seq.
 fn format_line(raw: &[u8], json: bool) -> String {
+    if json {
+        return json_for_terminal(record_json(raw).to_string());
+    }
     let Ok(record) = DeadRecord::decode(raw) else {
         // Written by another program: shown, escaped, never dropped.
-        return match json {
-            true => json_for_terminal(
-                serde_json::json!({ "raw": String::from_utf8_lossy(raw) }).to_string(),
-            ),
-            false => format!(
-                "(not a dead-letter record) {}",
-                crate::escape::bytes_for_terminal(raw)
-            ),
-        };
+        return format!(
+            "(not a dead-letter record) {}",
+            crate::escape::bytes_for_terminal(raw)
+        );
     };
-    let message = (!record.truncated)
-        .then(|| Message::decode(record.item.as_bytes()).ok())
-        .flatten();
-    if json {
-        let mut value = serde_json::json!({
-            "reason": record.reason,
-            "bytes": record.bytes,
-            "truncated": record.truncated,
-            "item": record.item,
-        });
-        if let Some(m) = &message {
-            value["seq"] = m.seq.into();
-        }
-        return json_for_terminal(value.to_string());
-    }
+    let message = message_of(&record);
     match message {
         // The reason says how often it was delivered; the item's own count
         // is the one it had before its last delivery.

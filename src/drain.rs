@@ -135,16 +135,9 @@ pub async fn run(
     if let Some(renewing) = renewing {
         let _ = renewing.await;
     }
-    // Done or failed: drop the lock, and give back whatever is still held
-    // (nothing when every batch was written).
-    let _: redis::RedisResult<i64> = redis::cmd("DEL")
-        .arg(keys.drain_lock(&run_id))
-        .query_async(&mut redis.conn())
-        .await;
-    let returned = scripts::return_drain(redis, keys, &run_id)
-        .await
-        .map_err(fail)?
-        .unwrap_or(0);
+    // Done or failed: give back whatever is still held (nothing when every
+    // batch was written).
+    let returned = end_run(redis, keys, &run_id).await.map_err(fail)?;
     if let Err(e) = result {
         return Err(match e {
             Error::Output(e) => Error::Output(format!(
@@ -159,6 +152,105 @@ pub async fn run(
         remaining,
         held_by_others,
     })
+}
+
+/// Ends a run: drops its lock and returns to the errors list whatever its
+/// draining list still holds; how many went back.
+async fn end_run(redis: &Redis, keys: &Keys, run_id: &str) -> redis::RedisResult<u64> {
+    let _: redis::RedisResult<i64> = redis::cmd("DEL")
+        .arg(keys.drain_lock(run_id))
+        .query_async(&mut redis.conn())
+        .await;
+    Ok(scripts::return_drain(redis, keys, run_id)
+        .await?
+        .unwrap_or(0))
+}
+
+/// How long a batch taken for a download (the dashboard's "take and
+/// download") stays held without being settled; then it goes back to the
+/// errors list, to be taken again.
+pub const DOWNLOAD_HOLD: Duration = Duration::from_secs(30);
+
+/// A batch taken for a download: held in Redis, under `run`, until the
+/// client says it has it ([`settle_download`]) or gives it back.
+#[derive(Debug)]
+pub struct Download {
+    pub run: String,
+    /// Oldest first, as stored.
+    pub records: Vec<Vec<u8>>,
+}
+
+/// Takes up to `limit` errors for a client that confirms receipt later:
+/// the get-errors semantics over a request and its answer. Nothing is
+/// forgotten until [`settle_download`]; a client that never confirms
+/// leaves the batch to go back after [`DOWNLOAD_HOLD`].
+pub async fn take_for_download(redis: &Redis, keys: &Keys, limit: u64) -> Result<Download, Error> {
+    let fail = |e: redis::RedisError| Error::from_redis(redis.address(), &e);
+    janitor::return_abandoned_drains(redis, keys)
+        .await
+        .map_err(fail)?;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let hold = DOWNLOAD_HOLD.as_millis() as u64;
+    let mut records = Vec::new();
+    while (records.len() as u64) < limit {
+        let want = (limit - records.len() as u64).min(BATCH);
+        let batch = scripts::take_errors(redis, keys, &run, want, hold)
+            .await
+            .map_err(fail)?;
+        let last = (batch.len() as u64) < want;
+        records.extend(batch);
+        if last {
+            break;
+        }
+    }
+    if records.is_empty() {
+        end_run(redis, keys, &run).await.map_err(fail)?;
+    }
+    Ok(Download { run, records })
+}
+
+/// Whether `run` can be the id of a run: what [`take_for_download`] makes.
+pub fn is_run_id(run: &str) -> bool {
+    run.len() == 32 && run.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The client has the `taken` errors of `run`: forgets them. An error when
+/// some had already gone back (the client confirmed too late): those will
+/// be taken again, so the client must be told.
+pub async fn settle_download(
+    redis: &Redis,
+    keys: &Keys,
+    run: &str,
+    taken: u64,
+) -> Result<u64, Error> {
+    let fail = |e: redis::RedisError| Error::from_redis(redis.address(), &e);
+    if let Ok(Replicated::Short { acked, wanted }) = redis.replicated().await {
+        warn!(
+            acked,
+            wanted,
+            "a downloaded batch of errors was not confirmed by --wait-replicas replicas in time"
+        );
+    }
+    let before = scripts::settle_drain(redis, keys, run, 0)
+        .await
+        .map_err(fail)?;
+    end_run(redis, keys, run).await.map_err(fail)?;
+    if before < taken {
+        return Err(Error::Output(format!(
+            "{} of the {taken} errors had gone back to the errors list (the download was confirmed after {} s): they will be taken again",
+            taken - before,
+            DOWNLOAD_HOLD.as_secs()
+        )));
+    }
+    Ok(before)
+}
+
+/// The client will not take `run`'s batch: it goes back to the errors list
+/// at once; how many went back.
+pub async fn give_back(redis: &Redis, keys: &Keys, run: &str) -> Result<u64, Error> {
+    end_run(redis, keys, run)
+        .await
+        .map_err(|e| Error::from_redis(redis.address(), &e))
 }
 
 /// The errors left in Redis, and how many of them other live runs hold.
@@ -302,6 +394,11 @@ pub fn stdout_would_block() -> bool {
     // SAFETY: one valid pollfd on the stack, and a zero timeout.
     let ready = unsafe { libc::poll(&mut stdout, 1, 0) };
     ready == 0
+}
+
+/// One stored error as `get-errors --json` prints it.
+pub fn json_line(raw: &[u8]) -> String {
+    format_line(raw, true)
 }
 
 fn format_line(raw: &[u8], json: bool) -> String {

@@ -18,8 +18,12 @@ pub enum Error {
     NotRedis { address: String, detail: String },
     #[error("Redis at {address} failed: {detail}")]
     Redis { address: String, detail: String },
-    #[error("cannot listen on --http {address}: {detail}")]
-    Listen { address: String, detail: String },
+    #[error("cannot listen on {option} {address}: {detail}")]
+    Listen {
+        option: &'static str,
+        address: String,
+        detail: String,
+    },
     #[error("writing to stdout failed: {0}")]
     Output(String),
 }

@@ -45,6 +45,7 @@ pub async fn start(addr: SocketAddr, stopping: CancellationToken) -> Result<Serv
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::Listen {
+            option: "--http",
             address: addr.to_string(),
             detail: e.to_string(),
         })?;

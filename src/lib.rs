@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod connection;
 pub mod copy;
+pub mod dashboard;
 pub mod dead;
 pub mod drain;
 pub mod error;

@@ -185,6 +185,11 @@ async fn dispatch(settings: Settings) -> Result<(), Error> {
                     .await?;
             dead_letters(&conn, &keys, action).await
         }
+        CommandSettings::Dashboard(dashboard) => {
+            let shutdown = CancellationToken::new();
+            stop_on_signals(shutdown.clone(), "stopping the dashboard");
+            redis_ql::dashboard::run(redis, dashboard, shutdown).await
+        }
         CommandSettings::Completions(shell) => {
             clap_complete::generate(shell, &mut cli::command(), "app", &mut std::io::stdout());
             Ok(())

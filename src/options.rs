@@ -26,6 +26,8 @@ pub enum Section {
     DeadRequeue,
     /// `app dead purge`: command line only.
     DeadPurge,
+    /// `app dashboard`: command line and environment only.
+    Dashboard,
     /// How every command logs: command line and environment only.
     Log,
 }
@@ -172,7 +174,7 @@ impl Opt {
     }
 }
 
-use Section::{DeadList, DeadPurge, DeadRequeue, GetErrors, Log, Redis, Start, Status};
+use Section::{Dashboard, DeadList, DeadPurge, DeadRequeue, GetErrors, Log, Redis, Start, Status};
 
 const ROLES: &[&str] = &["auto", "processor"];
 const LOG_FORMATS: &[&str] = &["text", "json"];
@@ -279,6 +281,14 @@ pub static OPTIONS: &[Opt] = &[
     opt("all", DeadRequeue, Kind::Flag, "Requeue every dead-lettered message"),
     opt("seq", DeadRequeue, Kind::Numbers, "Requeue the messages with these sequence numbers"),
     opt("yes", DeadPurge, Kind::Flag, "Delete without asking"),
+    opt("listen", Dashboard, Kind::Listen, "Serve the dashboard on this address (a non-loopback one without --token is warned about)")
+        .env("APP_DASHBOARD_LISTEN")
+        .value("ADDR")
+        .default("127.0.0.1:8080"),
+    opt("token", Dashboard, Kind::Secret, "Bearer token that the dashboard's changing actions need; without it the dashboard is read-only")
+        .env("APP_DASHBOARD_TOKEN")
+        .value("TOKEN")
+        .default_doc("none: read-only"),
 ];
 
 /// The options of one command.

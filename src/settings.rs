@@ -824,6 +824,23 @@ impl DeadSettings {
     }
 }
 
+/// What `app dashboard` was asked.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DashboardSettings {
+    pub listen: std::net::SocketAddr,
+    /// The bearer token of the changing actions; read-only without one.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for DashboardSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DashboardSettings")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "(hidden)"))
+            .finish()
+    }
+}
+
 /// The command to run, with its settings.
 #[derive(Debug, Clone)]
 pub enum CommandSettings {
@@ -831,6 +848,7 @@ pub enum CommandSettings {
     GetErrors(GetErrorsSettings),
     Status(StatusSettings),
     Dead(DeadSettings),
+    Dashboard(DashboardSettings),
     /// Prints the completion script for a shell; needs no Redis.
     Completions(clap_complete::Shell),
 }
@@ -879,6 +897,17 @@ impl Settings {
                 })
             }
             "dead" => CommandSettings::Dead(DeadSettings::from_matches(matches, &file)?),
+            "dashboard" => {
+                let v = Values::layer(Section::Dashboard, matches, &file)?;
+                CommandSettings::Dashboard(DashboardSettings {
+                    // Checked as an address with the other values.
+                    listen: v
+                        .text("listen")
+                        .and_then(|addr| addr.parse().ok())
+                        .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 8080))),
+                    token: v.text("token").filter(|t| !t.is_empty()),
+                })
+            }
             "completions" => CommandSettings::Completions(
                 matches
                     .get_one::<clap_complete::Shell>("shell")
