@@ -2,7 +2,11 @@
 //! directory, real `app` processes, and an audit of where every message is.
 //! Everything started here is killed when its handle drops.
 
+pub mod browser;
 pub mod proxy;
+pub mod web;
+
+pub use web::Dashboard;
 
 pub use redis_ql::tls::install_crypto;
 

@@ -8,10 +8,12 @@
 //! one module.
 
 mod acl;
+mod browser;
 mod chaos;
 mod cli;
 mod cluster;
 mod container;
+mod dashboard;
 mod dead;
 mod durability;
 mod edges;
