@@ -696,12 +696,15 @@ where
         .map_err(|e| e.to_string())
 }
 
-/// Keeps one subscriber connection on `wake` and `lease` channels until
-/// shutdown, reconnecting with backoff, and forwards what it hears.
+/// Keeps one subscriber connection on the `wake` channel, this copy's wake
+/// shard and the `lease` channel until shutdown, reconnecting with backoff,
+/// and forwards what it hears.
+#[allow(clippy::too_many_arguments)]
 pub async fn subscribe(
     redis: Redis,
     client_name: impl Fn() -> String,
     wake_channel: String,
+    wake_shard: String,
     lease_channel: String,
     signals: Arc<Signals>,
     shutdown: CancellationToken,
@@ -718,6 +721,7 @@ pub async fn subscribe(
             let mut pubsub = named_pubsub(settings, &client_name()).await?;
             let subscribing = async {
                 pubsub.subscribe(&wake_channel).await?;
+                pubsub.subscribe(&wake_shard).await?;
                 pubsub.subscribe(&lease_channel).await
             };
             tokio::time::timeout(ping_timeout * 3, subscribing)

@@ -318,6 +318,7 @@ async fn run_copy(
         copy.redis.clone(),
         move || client_name(&namespace, &namer.id()),
         copy.keys.wake_channel(),
+        copy.keys.wake_shard_channel(rand::random::<u32>()),
         copy.keys.lease_channel(),
         copy.signals.clone(),
         shutdown.clone(),

@@ -1,5 +1,5 @@
 //! The generator loop: one message per tick, each one a fenced enqueue.
-//! At `--interval-ms 0` (benchmarks) it enqueues batches of 64 in one fenced
+//! At `--interval-ms 0` (benchmarks) it enqueues batches of 256 in one fenced
 //! step instead, and waits while the queue holds 10,000, so that it cannot
 //! outrun the processors into Redis's memory.
 //!
@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 /// Messages per fenced enqueue at `--interval-ms 0`.
-const FAST_BATCH: usize = 64;
+const FAST_BATCH: usize = 256;
 /// At `--interval-ms 0`, the queue length at which the generator waits.
 const FAST_QUEUE_CAP: u64 = 10_000;
 

@@ -92,15 +92,26 @@ impl Keys {
     pub fn drains(&self) -> String {
         self.key("drains")
     }
-    /// Channel: the queue was empty and has a message now.
+    /// Channel: the queue was empty and has messages now (every copy
+    /// listens).
     pub fn wake_channel(&self) -> String {
         self.key("wake")
+    }
+    /// Channel: the queue was empty and has one message now, for the copies
+    /// of one shard of [`WAKE_SHARDS`] (each copy listens to one, and the
+    /// enqueue falls back on [`Keys::wake_channel`] when nobody listens
+    /// there), so that one message does not wake a thousand copies.
+    pub fn wake_shard_channel(&self, shard: u32) -> String {
+        self.key(&format!("wake:{}", shard % WAKE_SHARDS))
     }
     /// Channel: the lease was released and can be taken at once.
     pub fn lease_channel(&self) -> String {
         self.key("lease-free")
     }
 }
+
+/// How many shards the wake-up of a single message is spread over.
+pub const WAKE_SHARDS: u32 = 32;
 
 #[cfg(test)]
 mod tests {

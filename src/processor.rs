@@ -30,7 +30,7 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 
 /// The most messages one claim takes: it bounds how long the claim script
 /// runs and lets copies share a backlog.
-const CLAIM_BATCH: usize = 32;
+const CLAIM_BATCH: usize = 128;
 
 /// The items this copy is working on. A claim whose answer was lost (a
 /// timeout, a reset) may still have moved messages into the processing list;
@@ -117,7 +117,7 @@ impl Ack {
 }
 
 /// The most results one ack script commits, and the most bytes it sends.
-const ACK_BATCH: usize = 64;
+const ACK_BATCH: usize = 128;
 const ACK_BATCH_BYTES: usize = 256 * 1024;
 
 /// Commits results as they come, many in one script call when many are
@@ -330,6 +330,9 @@ pub async fn run(copy: Arc<CopyState>, shutdown: CancellationToken) {
                 _ = copy.signals.wake.notified() => {}
             }
         }
+        // Slots come free in groups (the tasks of one ack end together):
+        // let the rest of the group end first, so that one claim fills them.
+        tokio::task::yield_now().await;
         let permits = free_slots(&slots);
         if permits.is_empty() {
             more = true;

@@ -308,6 +308,7 @@ pub async fn enqueue(
             .arg(last.encode())
             .arg(queue_cap)
             .arg(interval.as_millis() as u64)
+            .arg(crate::keys::WAKE_SHARDS)
             .arg(bodies),
         redis,
     )

@@ -308,6 +308,18 @@ impl Sample {
         get(later).saturating_sub(get(self))
     }
 
+    /// Executions of each command between the samples, per `per` messages.
+    fn by_command(&self, later: &Sample, per: u64) -> BTreeMap<String, f64> {
+        later
+            .calls
+            .keys()
+            .filter(|name| name.as_str() != "info")
+            .map(|name| (name.clone(), self.delta(later, name)))
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, n)| (name, n as f64 / per.max(1) as f64))
+            .collect()
+    }
+
     /// (all executions, commands sent by the copies) between the samples,
     /// leaving out this tool's own INFO calls.
     fn commands(&self, later: &Sample) -> (u64, u64) {
@@ -398,6 +410,7 @@ fn throughput(o: &Options, processors: usize, concurrency: usize, seconds: u64) 
         "latency_ms": latency_summary(&latency),
         "commands_sent_per_message": per_message(sent),
         "redis_executions_per_message": per_message(executions),
+        "executions_per_message_by_command": first.by_command(&last, processed),
         "redis_cpu_s_per_1000": if processed == 0 { 0.0 } else { (last.cpu - first.cpu) * 1000.0 / processed as f64 },
         "connections_per_copy_max": connections.values().copied().max().unwrap_or(0),
         "peak_rss_kib_max": rss,

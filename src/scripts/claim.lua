@@ -12,29 +12,55 @@
 -- An item larger than ARGV[2] never leaves Redis: it goes to dead-letter,
 -- its record keeping its first ARGV[2] bytes, so that no copy has to
 -- download, decode or send back something of unbounded size.
+--
+-- The whole batch moves with a few list commands, whatever its size, and
+-- ends as N RPOPLPUSHes would leave it: the oldest messages (the right end
+-- of the queue) at the left of the processing list, the oldest of them
+-- rightmost. The reads come first and the push to the processing list is
+-- the first write, so a key of the wrong type refuses the call before
+-- anything changed; the dead-letter list is checked only when an item is
+-- bound for it.
 local queue, processing, heartbeat, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local wanted, max_bytes = tonumber(ARGV[1]), tonumber(ARGV[2])
 if redis.call('EXISTS', heartbeat) == 0 then
   return redis.status_reply('NOT_REGISTERED')
 end
-local refusal = wrong_types(queue, 'list', processing, 'list', dead, 'list')
-if refusal then
-  return refusal
+local read, batch = pcall(redis.call, 'LRANGE', queue, -wanted, -1)
+if not read then
+  return wrong_type(queue, 'list')
 end
-local items = {}
-local oversized = 0
-for _ = 1, wanted do
-  local item = redis.call('RPOPLPUSH', queue, processing)
-  if not item then
-    return {0, oversized, unpack(items)}
-  end
+if #batch == 0 then
+  return {0, 0}
+end
+-- LRANGE lists the batch newest first; it is pushed oldest first.
+local items, records = {}, {}
+for i = #batch, 1, -1 do
+  local item = batch[i]
   if #item > max_bytes then
-    -- It went to the left end of the processing list just now: take it back.
-    redis.call('LPOP', processing)
-    redis.call('LPUSH', dead, dead_record('an item of ' .. #item .. ' bytes, over --max-item-bytes ' .. max_bytes, item, max_bytes))
-    oversized = oversized + 1
+    records[#records + 1] = dead_record('an item of ' .. #item .. ' bytes, over --max-item-bytes ' .. max_bytes, item, max_bytes)
   else
     items[#items + 1] = item
   end
 end
-return {redis.call('LLEN', queue), oversized, unpack(items)}
+if #records > 0 then
+  local refusal = wrong_types(processing, 'list', dead, 'list')
+  if refusal then
+    return refusal
+  end
+end
+if #items > 0 then
+  local pushed = pcall(redis.call, 'LPUSH', processing, unpack(items))
+  if not pushed then
+    return wrong_type(processing, 'list')
+  end
+end
+if #records > 0 then
+  redis.call('LPUSH', dead, unpack(records))
+end
+redis.call('LTRIM', queue, 0, -#batch - 1)
+-- Oldest first in the answer, the order they were queued in.
+local answer = {redis.call('LLEN', queue), #records}
+for i = 1, #items do
+  answer[#answer + 1] = items[i]
+end
+return answer

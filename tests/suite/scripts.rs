@@ -903,3 +903,85 @@ async fn purge_keeps_what_arrived_after_the_count_and_requeue_skips_what_it_keep
     let left: Vec<String> = conn.lrange(keys.dead(), 0, -1).await.expect("lrange");
     assert_eq!(left, vec![message(9)]);
 }
+
+#[tokio::test]
+async fn a_batch_ack_removes_each_item_as_lrem_would_and_keeps_the_rest_in_order() {
+    let server = RedisServer::start();
+    let (redis, keys) = connect(&server).await;
+    register(&redis, &keys, "c").await;
+    let processing = keys.processing("c");
+    let mut conn = redis.conn();
+    // Right end first: the oldest claims wait there. A duplicate (two
+    // hostile items alike) loses its occurrence nearest the right end.
+    let list: Vec<String> = ["x", "a", "x", "b", "c", "d", "e"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let _: () = conn.rpush(&processing, &list).await.expect("RPUSH");
+    let acked = ["x", "d", "b", "nowhere"];
+    let batch: Vec<(Vec<u8>, Outcome)> = acked
+        .iter()
+        .map(|s| (s.as_bytes().to_vec(), Outcome::Ok))
+        .collect();
+    let answers = scripts::ack(&redis, &keys, "c", &batch).await.expect("ack");
+    assert_eq!(answers, vec![true, true, true, false]);
+    let left: Vec<String> = conn.lrange(&processing, 0, -1).await.expect("LRANGE");
+    assert_eq!(left, vec!["x", "a", "c", "e"]);
+
+    // An item far from the right end, past the part read at once, is found too.
+    let _: () = conn.del(&processing).await.expect("DEL");
+    let many: Vec<String> = (0..200).map(|i| format!("m{i}")).collect();
+    let _: () = conn.rpush(&processing, &many).await.expect("RPUSH");
+    let batch = vec![
+        (b"m3".to_vec(), Outcome::Ok),
+        (b"m199".to_vec(), Outcome::Ok),
+        (b"m100".to_vec(), Outcome::Ok),
+    ];
+    let answers = scripts::ack(&redis, &keys, "c", &batch).await.expect("ack");
+    assert_eq!(answers, vec![true, true, true]);
+    let left: Vec<String> = conn.lrange(&processing, 0, -1).await.expect("LRANGE");
+    let expected: Vec<String> = many
+        .iter()
+        .filter(|m| !["m3", "m199", "m100"].contains(&m.as_str()))
+        .cloned()
+        .collect();
+    assert_eq!(left, expected);
+    let processed: u64 = conn.get(keys.processed()).await.expect("GET");
+    assert_eq!(processed, 6);
+}
+
+#[tokio::test]
+async fn one_message_wakes_only_its_shard_when_a_copy_listens_there_else_every_copy() {
+    use futures_util::StreamExt;
+    let server = RedisServer::start();
+    let (redis, keys) = connect(&server).await;
+    scripts::acquire_lease(&redis, &keys, "g", 10_000)
+        .await
+        .expect("acquire");
+    let mut pubsub = server.client().get_async_pubsub().await.expect("pubsub");
+    // seq 1 falls in shard 1; seq 2 in shard 2, where nobody listens.
+    pubsub
+        .subscribe(keys.wake_shard_channel(1))
+        .await
+        .expect("SUBSCRIBE");
+    pubsub
+        .subscribe(keys.wake_channel())
+        .await
+        .expect("SUBSCRIBE");
+    let mut heard = pubsub.on_message();
+    macro_rules! next_channel {
+        () => {
+            tokio::time::timeout(Duration::from_secs(5), heard.next())
+                .await
+                .expect("a wake-up")
+                .expect("a message")
+                .get_channel_name()
+                .to_string()
+        };
+    }
+    assert_eq!(enqueue_as(&redis, &keys, "1:g").await, Some(1));
+    assert_eq!(next_channel!(), keys.wake_shard_channel(1));
+    let _: () = redis.conn().del(keys.queue()).await.expect("DEL");
+    assert_eq!(enqueue_as(&redis, &keys, "1:g").await, Some(2));
+    assert_eq!(next_channel!(), keys.wake_channel());
+}
