@@ -43,10 +43,30 @@ pub async fn run(
         // so that a generator faster than its processors cannot fill Redis.
         // A batch refused for a full queue is kept and sent again, not made
         // anew: waiting costs no text generation.
+        // With --rate, even batches on a grid of about 2 ms; a batch that
+        // falls behind the grid is sent at once, and a generator more than
+        // a second behind (a pause) starts the grid again rather than burst.
+        let rate = copy.settings.rate;
+        let batch = match rate {
+            0 => FAST_BATCH,
+            rate => (rate / 500).clamp(1, FAST_BATCH as u64) as usize,
+        };
+        let period = Duration::from_secs_f64(batch as f64 / rate.max(1) as f64);
+        let mut due = Instant::now();
         let mut texts: Vec<String> = Vec::new();
         while !stop.is_cancelled() && lease.is_valid() {
             if texts.is_empty() {
-                texts = (0..FAST_BATCH).map(|_| source.next_text()).collect();
+                if rate > 0 {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep_until(due) => {}
+                    }
+                    due += period;
+                    if due + Duration::from_secs(1) < Instant::now() {
+                        due = Instant::now();
+                    }
+                }
+                texts = (0..batch).map(|_| source.next_text()).collect();
             }
             match emit(copy, lease, &producer, &texts, FAST_QUEUE_CAP, stop).await {
                 Emitted::QueueFull => tokio::time::sleep(Duration::from_millis(1)).await,

@@ -241,6 +241,8 @@ pub static OPTIONS: &[Opt] = &[
         .default("lipsum"),
     opt("interval-ms", Start, Kind::Int { min: 0, max: 86_400_000 }, "Generator tick; 0 = as fast as possible")
         .default("500"),
+    opt("rate", Start, Kind::Int { min: 0, max: 10_000_000 }, "With --interval-ms 0: at most N messages a second, in even batches (0: as fast as the processors take them)")
+        .default("0"),
     opt("error-rate", Start, Kind::Ratio, "Probability that a processed message is an error")
         .value("P")
         .default("0.05"),

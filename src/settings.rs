@@ -713,6 +713,8 @@ pub struct StartSettings {
     pub concurrency: usize,
     pub generator: generators::Source,
     pub interval: Duration,
+    /// At `--interval-ms 0`, the most messages a second; 0 for no limit.
+    pub rate: u64,
     pub error_rate: f64,
     pub work: Duration,
     pub lease: Duration,
@@ -735,6 +737,7 @@ impl StartSettings {
                 .and_then(|name| generators::Source::from_name(&name).ok())
                 .unwrap_or(generators::Source::Lipsum),
             interval: v.ms("interval-ms"),
+            rate: v.int("rate"),
             error_rate: v
                 .text("error-rate")
                 .and_then(|p| p.parse().ok())
@@ -884,11 +887,16 @@ impl Settings {
         };
         let redis = RedisSettings::from_values(&Values::layer(Section::Redis, matches, &file)?)?;
         let command = match command {
-            "start" => CommandSettings::Start(StartSettings::from_values(&Values::layer(
-                Section::Start,
-                matches,
-                &file,
-            )?)),
+            "start" => {
+                let start =
+                    StartSettings::from_values(&Values::layer(Section::Start, matches, &file)?);
+                if start.rate > 0 && !start.interval.is_zero() {
+                    return Err(SettingsError(
+                        "--rate paces --interval-ms 0; with an interval the generator already sends one message a tick".to_string(),
+                    ));
+                }
+                CommandSettings::Start(start)
+            }
             "get-errors" => {
                 let v = Values::layer(Section::GetErrors, matches, &file)?;
                 CommandSettings::GetErrors(GetErrorsSettings {
@@ -1065,6 +1073,7 @@ mod tests {
             &["--sentinel", "h:26379", "--url", "redis://x:6379", "status"][..],
             &["--cluster", "--db", "2", "status"],
             &["--tls-key", "/dev/null", "status"],
+            &["start", "--rate", "1000"],
         ] {
             let err = Settings::from_args(args).unwrap_err();
             assert!(!err.0.contains('\n'), "{err}");

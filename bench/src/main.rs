@@ -104,6 +104,14 @@ struct Options {
     /// With --sweep: write one CSV row per run to FILE.
     #[arg(long, value_name = "FILE")]
     csv: Option<PathBuf>,
+    /// Throughput mode: the generator sends at most R messages a second
+    /// (`app start --rate R`), for latency below the maximum throughput.
+    #[arg(long, value_name = "R", default_value_t = 0)]
+    rate: u64,
+    /// Drain mode: N messages are queued first (in one step, once the P
+    /// processor copies are up), then timed until every one is processed.
+    #[arg(long, value_name = "N")]
+    prefill: Option<u64>,
     /// Idle mode: for each K, K copies at the default cadence (Redis load,
     /// first message, failover gap).
     #[arg(long, value_name = "K,K,...", value_delimiter = ',', value_parser = count, action = clap::ArgAction::Set)]
@@ -351,7 +359,8 @@ fn records(cluster: &mut Cluster) -> Vec<Value> {
 /// One generator at full speed and `processors` copies of `concurrency`.
 fn throughput(o: &Options, processors: usize, concurrency: usize, seconds: u64) -> Value {
     let mut cluster = Cluster::start(o);
-    cluster.copy("gen", &["--interval-ms", "0"]);
+    let rate = o.rate.to_string();
+    cluster.copy("gen", &["--interval-ms", "0", "--rate", &rate]);
     let c = concurrency.to_string();
     for p in 0..processors {
         cluster.copy(
@@ -404,6 +413,7 @@ fn throughput(o: &Options, processors: usize, concurrency: usize, seconds: u64) 
     json!({
         "processors": processors,
         "concurrency": concurrency,
+        "rate": o.rate,
         "seconds": elapsed,
         "processed_per_s": processed as f64 / elapsed,
         "generated_per_s": generated as f64 / elapsed,
@@ -434,12 +444,107 @@ fn latency_summary(latency: &Histogram<u64>) -> Value {
     })
 }
 
+/// A message as the generator writes it, with a text of typical length.
+fn message(seq: u64, now_ms: u64) -> String {
+    json!({
+        "seq": seq,
+        "epoch": 1,
+        "producer": "bench-fill",
+        "text": "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.",
+        "generated_at_ms": now_ms,
+    })
+    .to_string()
+}
+
+/// Drain mode: `n` messages are put in the queue in one step (RENAME of a
+/// list filled beforehand) once `processors` copies of `concurrency` are
+/// registered and idle; timed from there until the processed counter
+/// reaches `n`. The fill is left out of the command counts.
+fn drain(o: &Options, processors: usize, concurrency: usize, n: u64) -> Value {
+    let mut cluster = Cluster::start(o);
+    let c = concurrency.to_string();
+    for p in 0..processors {
+        cluster.copy(
+            &format!("proc{p}"),
+            &["--role", "processor", "--concurrency", &c],
+        );
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let staging = format!("{}:bench-staging", keys().queue());
+    let mut seq = 1;
+    while seq <= n {
+        let end = (seq + 999).min(n);
+        let batch: Vec<String> = (seq..=end).map(|s| message(s, now_ms)).collect();
+        let _: redis::RedisResult<()> = cluster.conn.lpush(&staging, batch);
+        seq = end + 1;
+    }
+    let _: redis::RedisResult<()> = cluster.conn.set(keys().seq(), n);
+    let started = Instant::now();
+    while cluster.conn.hlen::<_, u64>(keys().registry()).unwrap_or(0) < processors as u64 {
+        if started.elapsed() > Duration::from_secs(30) {
+            fail("the processor copies did not register");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let first = Sample::take(&mut cluster);
+    let _: redis::RedisResult<()> = redis::pipe()
+        .rename(&staging, keys().queue())
+        .publish(keys().wake_channel(), "job")
+        .query(&mut cluster.conn);
+    let t0 = Instant::now();
+    while cluster.get(&keys().processed()) < n {
+        if t0.elapsed() > Duration::from_secs(600) {
+            fail("the queue did not drain in 10 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let last = Sample::take(&mut cluster);
+    let (executions, sent) = first.commands(&last);
+    // The RENAME, PUBLISH and this tool's polling are not the copies' work.
+    let polls = first.delta(&last, "get") as f64;
+    let per = |x: f64| x / n as f64;
+    json!({
+        "mode": "drain",
+        "processors": processors,
+        "concurrency": concurrency,
+        "messages": n,
+        "seconds": elapsed,
+        "processed_per_s": n as f64 / elapsed,
+        "commands_sent_per_message": per(sent as f64),
+        "redis_executions_per_message": per(executions as f64 - polls - 2.0),
+        "executions_per_message_by_command": first.by_command(&last, n),
+        "redis_cpu_s_per_1000": (last.cpu - first.cpu) * 1000.0 / n as f64,
+    })
+}
+
+fn print_drain(r: &Value) {
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    println!(
+        "drain {} messages  P={:<2} C={:<4} {:>8.0} msg/s  exec/msg {:.2}  cpu s/1000 {:.4}",
+        r["messages"],
+        r["processors"],
+        r["concurrency"],
+        f(&r["processed_per_s"]),
+        f(&r["redis_executions_per_message"]),
+        f(&r["redis_cpu_s_per_1000"]),
+    );
+}
+
 fn print_throughput(r: &Value) {
     let f = |v: &Value| v.as_f64().unwrap_or(0.0);
     println!(
-        "P={:<2} C={:<4} {:>8.0} msg/s  latency p50 {:>4} p99 {:>4} p99.9 {:>4} max {:>4} ms  sent/msg {:.2}  exec/msg {:.2}  cpu s/1000 {:.3}  conns {}  rss {} KiB",
+        "P={:<2} C={:<4} rate {:<7} {:>8.0} msg/s  latency p50 {:>4} p99 {:>4} p99.9 {:>4} max {:>4} ms  sent/msg {:.2}  exec/msg {:.2}  cpu s/1000 {:.3}  conns {}  rss {} KiB",
         r["processors"],
         r["concurrency"],
+        match r["rate"].as_u64() {
+            Some(0) | None => "max".to_string(),
+            Some(rate) => rate.to_string(),
+        },
         f(&r["processed_per_s"]),
         r["latency_ms"]["p50"],
         r["latency_ms"]["p99"],
@@ -698,6 +803,15 @@ fn main() {
             } else {
                 print_idle(&report);
             }
+        }
+        return;
+    }
+    if let Some(n) = o.prefill {
+        let report = drain(&o, o.processors, o.concurrency, n);
+        if o.json {
+            println!("{report}");
+        } else {
+            print_drain(&report);
         }
         return;
     }
