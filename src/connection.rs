@@ -587,6 +587,10 @@ pub struct Signals {
     pub wake: Notify,
     /// The lease was released, or its state is unknown: look at it now.
     pub lease_free: Notify,
+    /// This copy's processor is waiting for work with a slot free. A
+    /// wake-up of this copy's shard that arrives otherwise (it generates,
+    /// or every slot is busy) is passed on to every copy.
+    pub ready: std::sync::atomic::AtomicBool,
 }
 
 /// How often the subscriber checks that its connection still answers.
@@ -772,11 +776,23 @@ pub async fn subscribe(
                 }
             };
             let Some(msg) = msg else { break };
-            if msg.get_channel_name() == lease_channel {
+            let channel = msg.get_channel_name();
+            if channel == lease_channel {
                 signals.lease_free.notify_one();
-            } else {
-                signals.wake.notify_one();
+                continue;
             }
+            if channel == wake_shard && !signals.ready.load(Ordering::Relaxed) {
+                // Meant for a copy that can take it now, and this one cannot.
+                let (redis, channel) = (redis.clone(), wake_channel.clone());
+                tokio::spawn(async move {
+                    let _: RedisResult<i64> = redis::cmd("PUBLISH")
+                        .arg(channel)
+                        .arg("job")
+                        .query_async(&mut redis.conn())
+                        .await;
+                });
+            }
+            signals.wake.notify_one();
         }
         warn!(%address, "subscriber connection lost; reconnecting");
         lost_since = Some(Instant::now());

@@ -78,7 +78,18 @@ fn main() -> ExitCode {
         LogFormat::Text => logs.with_ansi(colour).init(),
         LogFormat::Json => logs.json().with_ansi(false).init(),
     }
-    let code = match tokio::runtime::Runtime::new() {
+    // A copy runs on one thread: its work is waiting on Redis, and on one
+    // thread its tasks never pay for waking each other across threads (a
+    // quarter to a third more messages a second on two cores; throughput
+    // grows with copies). The other commands keep a pool, so that a
+    // get-errors blocked on a slow reader still renews its lock.
+    let runtime = match &settings.command {
+        CommandSettings::Start(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Runtime::new(),
+    };
+    let code = match runtime {
         Ok(runtime) => {
             let result = runtime.block_on(dispatch(settings));
             // A host-name lookup still hanging in a blocking thread (a DNS

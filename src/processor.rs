@@ -17,6 +17,7 @@ use crate::scripts::{self, Claimed, Outcome};
 use crate::sync::Locked;
 use rand::RngExt;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore};
@@ -322,12 +323,20 @@ pub async fn run(copy: Arc<CopyState>, shutdown: CancellationToken) {
             failures_seen = failures;
         }
         if !more {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = role.changed() => continue,
+            let ready = slots.available_permits() > 0;
+            copy.signals.ready.store(ready, Ordering::Relaxed);
+            let woken = tokio::select! {
+                _ = shutdown.cancelled() => None,
+                _ = role.changed() => Some(false),
                 // Once a second, back to the top to look for orphans.
-                _ = look_again.tick() => continue,
-                _ = copy.signals.wake.notified() => {}
+                _ = look_again.tick() => Some(false),
+                _ = copy.signals.wake.notified() => Some(true),
+            };
+            copy.signals.ready.store(false, Ordering::Relaxed);
+            match woken {
+                None => break,
+                Some(false) => continue,
+                Some(true) => {}
             }
         }
         // Slots come free in groups (the tasks of one ack end together):

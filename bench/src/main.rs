@@ -337,6 +337,16 @@ impl Sample {
     }
 }
 
+/// The resident set of a process now, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 fn peak_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -574,12 +584,23 @@ fn idle(o: &Options, k: usize) -> Value {
     }
     let first_message_ms = launched.elapsed().as_millis() as u64;
     std::thread::sleep(Duration::from_secs(o.warmup.max(5)));
+    let _: redis::RedisResult<()> = cluster.conn.ltrim(keys().errors(), 1, 0);
     let first = Sample::take(&mut cluster);
     std::thread::sleep(Duration::from_secs(o.seconds));
     let last = Sample::take(&mut cluster);
     let elapsed = (last.at - first.at).as_secs_f64();
     let (executions, sent) = first.commands(&last);
     let cpu_percent = (last.cpu - first.cpu) * 100.0 / elapsed;
+    // Latency at the default cadence, from the error records of the window.
+    let mut latency = latency_histogram();
+    for v in records(&mut cluster) {
+        if let (Some(detected), Some(generated)) =
+            (v["detected_at_ms"].as_u64(), v["generated_at_ms"].as_u64())
+        {
+            latency.saturating_record(detected.saturating_sub(generated));
+        }
+    }
+    let total_rss_kib: u64 = cluster.copies.iter().map(|c| rss_kib(c.id())).sum();
 
     // kill -9 of the generator, then the gap between the messages around it.
     let lease: String = cluster.conn.get(keys().lease()).unwrap_or_default();
@@ -634,20 +655,25 @@ fn idle(o: &Options, k: usize) -> Value {
         "redis_cpu_percent": cpu_percent,
         "first_message_ms": first_message_ms,
         "failover_gap_ms": gap_ms,
+        "latency_ms": latency_summary(&latency),
+        "total_rss_mib": total_rss_kib as f64 / 1024.0,
     })
 }
 
 fn print_idle(r: &Value) {
     let f = |v: &Value| v.as_f64().unwrap_or(0.0);
     println!(
-        "K={:<4} Redis {:>7.0} cmd/s ({:.2} sent, {:.2} executed per copy per s)  Redis CPU {:>5.1} %  first message {} ms  failover gap {} ms",
+        "K={:<4} Redis {:>7.0} cmd/s ({:.2} sent, {:.2} executed per copy per s)  Redis CPU {:>5.1} %  first message {} ms  failover gap {} ms  latency p50 {} p99 {} ms  RSS of all copies {:.0} MiB",
         r["copies"],
         f(&r["redis_commands_per_s"]),
         f(&r["commands_sent_per_s_per_copy"]),
         f(&r["redis_executions_per_s_per_copy"]),
         f(&r["redis_cpu_percent"]),
         r["first_message_ms"],
-        r["failover_gap_ms"]
+        r["failover_gap_ms"],
+        r["latency_ms"]["p50"],
+        r["latency_ms"]["p99"],
+        f(&r["total_rss_mib"]),
     );
 }
 

@@ -26,6 +26,7 @@
 local processing, processed_key, errors_key, errors_total, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local count = #ARGV / 3
 local checks = {processed_key, 'counter'}
+local allowed = {{'ltrim', processing, '0', '0'}, {'rpush', processing, 'x'}, {'lrem', processing, '0', 'x'}, {'incrby', processed_key, '1'}}
 local seen = {}
 for i = 2, #ARGV, 3 do
   local outcome = ARGV[i]
@@ -34,12 +35,14 @@ for i = 2, #ARGV, 3 do
     if outcome == 'error' then
       table.insert(checks, errors_key); table.insert(checks, 'list')
       table.insert(checks, errors_total); table.insert(checks, 'counter')
+      table.insert(allowed, {'lpush', errors_key, 'x'}); table.insert(allowed, {'incrby', errors_total, '1'})
     elseif outcome == 'dead' then
       table.insert(checks, dead); table.insert(checks, 'list')
+      table.insert(allowed, {'lpush', dead, 'x'})
     end
   end
 end
-local refusal = wrong_types(unpack(checks))
+local refusal = wrong_types(unpack(checks)) or denied(unpack(allowed))
 if refusal then
   return refusal
 end

@@ -43,10 +43,14 @@ for i = #batch, 1, -1 do
   end
 end
 if #records > 0 then
-  local refusal = wrong_types(processing, 'list', dead, 'list')
+  local refusal = wrong_types(processing, 'list', dead, 'list') or denied({'lpush', dead, 'x'})
   if refusal then
     return refusal
   end
+end
+local refusal = denied({'lpush', processing, 'x'}, {'ltrim', queue, '0', '0'})
+if refusal then
+  return refusal
 end
 if #items > 0 then
   local pushed = pcall(redis.call, 'LPUSH', processing, unpack(items))

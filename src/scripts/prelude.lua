@@ -54,6 +54,23 @@ local function wrong_types(...)
   return nil
 end
 
+-- The refusal to return when this user's ACL forbids one of `calls` (each
+-- {command, key, args...}), or nil. A command refused half-way through a
+-- script would leave its earlier writes in place, so a script asks before
+-- its first write; Redis 7 and later can tell (redis.acl_check_cmd), and
+-- before that the README's ACL line is what keeps every command allowed.
+local function denied(...)
+  if not redis.acl_check_cmd then
+    return nil
+  end
+  for _, call in ipairs({...}) do
+    if not redis.acl_check_cmd(unpack(call)) then
+      return redis.error_reply('NOPERM this user may not run ' .. call[1] .. ' on ' .. call[2] .. '; redis-ql needs the commands of the ACL line in its README')
+    end
+  end
+  return nil
+end
+
 -- A dead-letter record: why, how big the item was, and the item itself, or
 -- only its first `keep` bytes (cut on a UTF-8 character boundary) when it is
 -- longer. Built here so that the item never travels back over the network.

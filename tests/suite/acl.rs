@@ -68,3 +68,69 @@ fn copies_run_under_the_readme_least_privilege_user() {
         .collect();
     audit_exactly_once(&server, &records);
 }
+
+/// A user whose ACL lacks one command a script writes with is refused
+/// before the script's first write (Redis 7 and later can tell): a claim
+/// neither copies a message into the processing list nor loses one.
+#[test]
+fn a_script_refused_a_command_by_the_acl_changes_nothing() {
+    let server = RedisServer::start();
+    let mut conn = server.conn();
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query(&mut conn)
+        .expect("INFO");
+    let major: u32 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .and_then(|v| v.split('.').next()?.trim().parse().ok())
+        .unwrap_or(0);
+    if major < 7 {
+        eprintln!("skipped: Redis {major} cannot check an ACL from a script");
+        return;
+    }
+    let words: Vec<String> = readme_acl_line()
+        .into_iter()
+        .filter(|w| w != "+ltrim")
+        .collect();
+    let mut setuser = redis::cmd(&words[0]);
+    for word in &words[1..] {
+        setuser.arg(word);
+    }
+    let _: () = setuser.query(&mut conn).expect("ACL SETUSER");
+    let _: () = redis::cmd("RPUSH")
+        .arg(keys().queue())
+        .arg("{\"seq\":2}")
+        .arg("{\"seq\":1}")
+        .query(&mut conn)
+        .expect("RPUSH");
+    let _: () = redis::cmd("SET")
+        .arg(keys().heartbeat("c"))
+        .arg("c")
+        .query(&mut conn)
+        .expect("SET");
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let refused = runtime.block_on(async {
+        let settings = redis_settings(&format!(
+            "redis://redis-ql:s3cret@127.0.0.1:{}/",
+            server.port
+        ));
+        let redis = redis_ql::connection::connect(&settings, "acl-test", Duration::from_secs(2))
+            .await
+            .expect("connects as the user");
+        redis_ql::scripts::claim(&redis, &keys(), "c", 10, 1 << 20).await
+    });
+    let err = refused.expect_err("the claim is refused");
+    assert!(err.to_string().contains("may not run ltrim"), "{err}");
+    let queue: Vec<String> = redis::cmd("LRANGE")
+        .arg(keys().queue())
+        .arg(0)
+        .arg(-1)
+        .query(&mut conn)
+        .expect("LRANGE");
+    let processing: u64 = redis::cmd("LLEN")
+        .arg(keys().processing("c"))
+        .query(&mut conn)
+        .expect("LLEN");
+    assert_eq!((queue.len(), processing), (2, 0), "{queue:?}");
+}
