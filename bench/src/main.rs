@@ -657,6 +657,7 @@ fn idle(o: &Options, k: usize) -> Value {
         "failover_gap_ms": gap_ms,
         "latency_ms": latency_summary(&latency),
         "total_rss_mib": total_rss_kib as f64 / 1024.0,
+        "executions_per_s_by_command": first.by_command(&last, elapsed.round() as u64),
     })
 }
 
