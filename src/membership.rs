@@ -22,8 +22,13 @@ const JANITOR_CHECK_EVERY: u64 = 10;
 /// How often the janitor runs, in one copy of the cluster.
 pub const JANITOR_PERIOD: Duration = Duration::from_secs(1);
 
-/// The description `status` shows for this copy.
-fn description(copy: &CopyState) -> String {
+/// How long a description that has not changed goes unwritten: a dead
+/// copy's "last seen" in `status` (its heartbeat gone) is at most this old.
+const DESCRIPTION_REFRESH: Duration = Duration::from_secs(10);
+
+/// The description `status` shows for this copy, without the time of the
+/// beat (which [`described`] adds).
+fn description(copy: &CopyState) -> serde_json::Value {
     let (last_error, last_error_at_ms) = copy.last_error.get().unzip();
     serde_json::json!({
         "id": &*copy.id(),
@@ -35,25 +40,53 @@ fn description(copy: &CopyState) -> String {
         "processed": copy.processed(),
         "unconfirmed_writes": copy.unconfirmed(),
         "started_at_ms": copy.started_at_ms,
-        "beat_at_ms": crate::message::now_ms(),
         "last_error": last_error,
         "last_error_at_ms": last_error_at_ms,
     })
-    .to_string()
 }
 
+/// `description` with the time of this beat, as it is written.
+fn described(mut description: serde_json::Value) -> String {
+    description["beat_at_ms"] = crate::message::now_ms().into();
+    description.to_string()
+}
+
+/// The description last written, and when: a beat writes it again only
+/// when it changed or [`DESCRIPTION_REFRESH`] has passed, so that a
+/// thousand idle copies do not rewrite the registry every second.
+#[derive(Default)]
+struct Written(Option<(serde_json::Value, tokio::time::Instant)>);
+
+impl Written {
+    /// What this beat sends: the description, or "" for "unchanged".
+    fn next(&mut self, copy: &CopyState, kind: BeatKind) -> String {
+        let now = description(copy);
+        let fresh = matches!(&self.0, Some((last, at)) if *last == now && at.elapsed() < DESCRIPTION_REFRESH);
+        if fresh && kind != BeatKind::Register {
+            return String::new();
+        }
+        self.0 = Some((now.clone(), tokio::time::Instant::now()));
+        described(now)
+    }
+}
+
+/// `processing_len`: also read the length of the copy's processing list,
+/// which the processor compares with what it holds every few seconds.
 async fn beat_once(
     copy: &CopyState,
     kind: BeatKind,
+    description: &str,
+    processing_len: bool,
 ) -> redis::RedisResult<scripts::Answer<scripts::Beat>> {
     scripts::heartbeat(
         &copy.redis,
         &copy.keys,
         &copy.id(),
         HEARTBEAT_TTL.as_millis() as u64,
-        &description(copy),
+        description,
         JANITOR_PERIOD.as_millis() as u64,
         kind,
+        processing_len,
     )
     .await
 }
@@ -61,7 +94,14 @@ async fn beat_once(
 /// Registers the copy's current id, retrying until it succeeds; false on shutdown.
 pub async fn register(copy: &CopyState, shutdown: &CancellationToken) -> bool {
     loop {
-        match beat_once(copy, BeatKind::Register).await {
+        match beat_once(
+            copy,
+            BeatKind::Register,
+            &described(description(copy)),
+            true,
+        )
+        .await
+        {
             Ok(_) => {
                 copy.beat_landed();
                 return true;
@@ -81,6 +121,7 @@ pub async fn beat(copy: Arc<CopyState>, stop: CancellationToken) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut beats = 0u64;
     let mut orphaned_seen = 0;
+    let mut written = Written::default();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -93,8 +134,12 @@ pub async fn beat(copy: Arc<CopyState>, stop: CancellationToken) {
         } else {
             BeatKind::Beat
         };
-        match beat_once(&copy, kind).await {
-            Ok(Err(_)) => rejoin(&copy).await,
+        let description = written.next(&copy, kind);
+        match beat_once(&copy, kind, &description, beats % 2 == 0).await {
+            Ok(Err(_)) => {
+                written = Written::default();
+                rejoin(&copy).await
+            }
             Ok(Ok(beat)) => {
                 copy.beat_landed();
                 if kind == BeatKind::BeatAndCheckJanitor {
@@ -149,7 +194,14 @@ async fn rejoin(copy: &CopyState) {
     let old = copy.id();
     let new = new_copy_id(&copy.settings.name);
     copy.set_id(new.clone());
-    match beat_once(copy, BeatKind::Register).await {
+    match beat_once(
+        copy,
+        BeatKind::Register,
+        &described(description(copy)),
+        true,
+    )
+    .await
+    {
         Ok(_) => {
             copy.beat_landed();
             warn!(old = %old, new = %new, "heartbeat had expired (paused or cut off); re-registered under a new id");

@@ -482,6 +482,7 @@ pub async fn heartbeat(
     description: &str,
     janitor_period_ms: u64,
     kind: BeatKind,
+    processing_len: bool,
 ) -> RedisResult<Answer<Beat>> {
     answer(
         HEARTBEAT
@@ -503,7 +504,8 @@ pub async fn heartbeat(
                 "1"
             } else {
                 "0"
-            }),
+            })
+            .arg(if processing_len { "1" } else { "0" }),
         redis,
     )
     .await

@@ -186,6 +186,7 @@ impl Harness {
             "{}",
             60_000,
             scripts::BeatKind::Register,
+            true,
         )
         .await?
         .map_err(|refused| {

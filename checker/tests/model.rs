@@ -54,6 +54,7 @@ async fn register(redis: &Redis, keys: &Keys, id: &str) {
         "{}",
         60_000,
         scripts::BeatKind::Register,
+        true,
     )
     .await
     .expect("register")

@@ -9,12 +9,14 @@
 -- KEYS[5] processing list of the copy
 -- ARGV[1] copy id
 -- ARGV[2] heartbeat TTL in ms
--- ARGV[3] description JSON
+-- ARGV[3] description JSON, or '' when it has not changed since the copy last wrote it
 -- ARGV[4] janitor period in ms
 -- ARGV[5] 'register' for a new copy id, 'beat' afterwards
 -- ARGV[6] '1' to check that the janitor lock belongs to a registered copy
 --         (now and then: a lock another program set without expiry would
 --         otherwise give nobody the turn, for ever)
+-- ARGV[7] '1' to read the length of the processing list, '0' to answer -1
+--         for it (the copy looks every other beat)
 --
 -- Returns {janitor turn, queue length, processing length, problem, janitor
 -- lock held by no registered copy (0/1)}, or NOT_REGISTERED when a beat finds
@@ -46,7 +48,10 @@ local function length_of(list)
   return -1
 end
 local queue_len = length_of(queue)
-local processing_len = length_of(processing)
+local processing_len = -1
+if ARGV[7] == '1' then
+  processing_len = length_of(processing)
+end
 if mode == 'register' then
   redis.call('SET', heartbeat, copy_id, 'PX', ttl_ms)
 else
@@ -56,9 +61,12 @@ else
   end
   redis.call('PEXPIRE', heartbeat, ttl_ms)
 end
-local registered = pcall(redis.call, 'HSET', registry, copy_id, description)
-if not registered then
-  problem = named(wrong_type(registry, 'hash'), registry)
+local registered = true
+if description ~= '' then
+  registered = pcall(redis.call, 'HSET', registry, copy_id, description)
+  if not registered then
+    problem = named(wrong_type(registry, 'hash'), registry)
+  end
 end
 local turn, orphaned = 0, 0
 if redis.call('SET', janitor, copy_id, 'NX', 'PX', janitor_ms) then

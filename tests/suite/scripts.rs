@@ -25,6 +25,7 @@ async fn register(redis: &Redis, keys: &Keys, id: &str) {
         "{}",
         1000,
         scripts::BeatKind::Register,
+        true,
     )
     .await
     .expect("register");
@@ -378,6 +379,7 @@ async fn an_expired_heartbeat_is_not_revived_and_the_janitor_turn_goes_to_one_co
         "{}",
         1000,
         scripts::BeatKind::Register,
+        true,
     )
     .await
     .expect("beat")
@@ -390,6 +392,7 @@ async fn an_expired_heartbeat_is_not_revived_and_the_janitor_turn_goes_to_one_co
         "{}",
         1000,
         scripts::BeatKind::Register,
+        true,
     )
     .await
     .expect("beat")
@@ -407,6 +410,7 @@ async fn an_expired_heartbeat_is_not_revived_and_the_janitor_turn_goes_to_one_co
         "{}",
         1000,
         scripts::BeatKind::Beat,
+        true,
     )
     .await
     .expect("beat");
