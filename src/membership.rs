@@ -135,7 +135,7 @@ pub async fn beat(copy: Arc<CopyState>, stop: CancellationToken) {
             BeatKind::Beat
         };
         let description = written.next(&copy, kind);
-        match beat_once(&copy, kind, &description, beats % 2 == 0).await {
+        match beat_once(&copy, kind, &description, beats.is_multiple_of(2)).await {
             Ok(Err(_)) => {
                 written = Written::default();
                 rejoin(&copy).await

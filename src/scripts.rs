@@ -474,6 +474,7 @@ pub enum BeatKind {
 
 /// Registers or keeps alive a copy, and publishes its description. A beat
 /// is refused with [`Refused::NotRegistered`] when the heartbeat had expired.
+#[allow(clippy::too_many_arguments)]
 pub async fn heartbeat(
     redis: &Redis,
     keys: &Keys,
