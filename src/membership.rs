@@ -184,7 +184,11 @@ pub async fn beat(copy: Arc<CopyState>, stop: CancellationToken) {
                     copy.signals.wake.notify_one();
                 }
             }
-            Err(e) => copy.last_error.report("heartbeat", &e),
+            Err(e) => {
+                // It may not have landed: write the description next time.
+                written = Written::default();
+                copy.last_error.report("heartbeat", &e)
+            }
         }
     }
 }
