@@ -99,12 +99,24 @@ fn the_api_shows_the_cluster_and_its_rates_and_the_dashboard_takes_no_part() {
     assert_eq!(named.len(), 1, "{clients}");
     assert!(named[0].contains("sub=0 "), "{}", named[0]);
 
-    // Errors, newest first, paged.
+    // Read-only: no change without --token, and errors stay where they are.
     wait_until("a few errors stored", Duration::from_secs(10), || {
         dashboard.get("/api/errors?limit=3").body["total"]
             .as_u64()
             .is_some_and(|n| n >= 3)
     });
+    let before: u64 = server.conn().llen(keys().errors()).expect("errors");
+    let refused = dashboard.post_as(None, "/api/errors/take", None);
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    assert!(refused.text.contains("read-only"), "{}", refused.text);
+    let refused = dashboard.post_as(Some("guess"), "/api/dead/purge", Some(&json!({"count": 1})));
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    let after: u64 = server.conn().llen(keys().errors()).expect("errors");
+    assert!(after >= before, "{after} < {before}: something was taken");
+
+    // Errors, newest first, paged: once the copies have stopped, so that
+    // no new error moves the pages between two reads.
+    stop_all(&server, &mut copies);
     let first = dashboard.get("/api/errors?limit=3").body;
     let seqs: Vec<u64> = first["items"]
         .as_array()
@@ -118,21 +130,13 @@ fn the_api_shows_the_cluster_and_its_rates_and_the_dashboard_takes_no_part() {
         "newest first: {seqs:?}"
     );
     let second = dashboard.get("/api/errors?offset=1&limit=1").body;
-    assert!(
-        second["items"][0]["seq"].as_u64() < Some(seqs[0]),
+    assert_eq!(
+        second["items"][0]["seq"].as_u64(),
+        Some(seqs[1]),
         "{second}"
     );
-    // Read-only: no change without --token, and errors stay where they are.
-    let before: u64 = server.conn().llen(keys().errors()).expect("errors");
-    let refused = dashboard.post_as(None, "/api/errors/take", None);
-    assert_eq!(refused.status, 403, "{}", refused.text);
-    assert!(refused.text.contains("read-only"), "{}", refused.text);
-    let refused = dashboard.post_as(Some("guess"), "/api/dead/purge", Some(&json!({"count": 1})));
-    assert_eq!(refused.status, 403, "{}", refused.text);
-    let after: u64 = server.conn().llen(keys().errors()).expect("errors");
-    assert!(after >= before, "{after} < {before}: something was taken");
+    assert_eq!(second["total"], first["total"], "{second}");
 
-    stop_all(&server, &mut copies);
     let records = get_errors(&server);
     audit_exactly_once(&server, &records);
 }
@@ -142,7 +146,10 @@ fn take_and_download_loses_no_error_and_gives_none_twice() {
     let server = RedisServer::start();
     let dashboard = Dashboard::start(&server, Some("s3cret"));
     let mut copies = start_copies(&server, 2, &["--interval-ms", "10"]);
-    wait_generated(&server, 40, Duration::from_secs(20));
+    // Enough stored for every take below to find some, whatever the timing.
+    wait_until("40 errors stored", Duration::from_secs(20), || {
+        server.conn().llen::<_, u64>(keys().errors()).unwrap_or(0) >= 40
+    });
 
     // Takes while errors keep arriving: each settled batch is the caller's.
     let mut downloaded: Vec<Record> = Vec::new();
