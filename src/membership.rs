@@ -91,17 +91,21 @@ async fn beat_once(
     .await
 }
 
+/// One registration of the copy's current id, with its whole description.
+async fn register_once(copy: &CopyState) -> redis::RedisResult<scripts::Answer<scripts::Beat>> {
+    beat_once(
+        copy,
+        BeatKind::Register,
+        &described(description(copy)),
+        true,
+    )
+    .await
+}
+
 /// Registers the copy's current id, retrying until it succeeds; false on shutdown.
 pub async fn register(copy: &CopyState, shutdown: &CancellationToken) -> bool {
     loop {
-        match beat_once(
-            copy,
-            BeatKind::Register,
-            &described(description(copy)),
-            true,
-        )
-        .await
-        {
+        match register_once(copy).await {
             Ok(_) => {
                 copy.beat_landed();
                 return true;
@@ -198,14 +202,7 @@ async fn rejoin(copy: &CopyState) {
     let old = copy.id();
     let new = new_copy_id(&copy.settings.name);
     copy.set_id(new.clone());
-    match beat_once(
-        copy,
-        BeatKind::Register,
-        &described(description(copy)),
-        true,
-    )
-    .await
-    {
+    match register_once(copy).await {
         Ok(_) => {
             copy.beat_landed();
             warn!(old = %old, new = %new, "heartbeat had expired (paused or cut off); re-registered under a new id");

@@ -274,13 +274,15 @@ struct PageQuery {
     limit: Option<u64>,
 }
 
-/// A page of a list whose newest item is on the left: its length and the
-/// items from `offset`, newest first.
+/// A page of a list whose newest item is on the left, newest first:
+/// `{"total", "offset", "items"}`, each item as `as_json` shows it.
 async fn newest_first(
-    redis: &Redis,
+    d: &Dashboard,
     key: String,
     page: &PageQuery,
-) -> Result<(u64, u64, Vec<Vec<u8>>), ApiError> {
+    as_json: impl Fn(&[u8]) -> Value,
+) -> Answer {
+    let redis = d.redis()?;
     let offset = page.offset.unwrap_or(0).min(i64::MAX as u64 / 2);
     let limit = page.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
     let (total, items): (u64, Vec<Vec<u8>>) = redis::pipe()
@@ -289,24 +291,21 @@ async fn newest_first(
         .query_async(&mut redis.conn())
         .await
         .map_err(|e| Error::from_redis(redis.address(), &e))?;
-    Ok((total, offset, items))
+    let items: Vec<Value> = items.iter().map(|raw| as_json(raw)).collect();
+    Ok(Json(json!({ "total": total, "offset": offset, "items": items })).into_response())
 }
 
 /// The stored errors, newest first, each as `get-errors --json` prints it.
 async fn errors(State(d): State<Arc<Dashboard>>, Query(page): Query<PageQuery>) -> Answer {
-    let (total, offset, items) = newest_first(d.redis()?, d.keys.errors(), &page).await?;
-    let items: Vec<Value> = items
-        .iter()
-        .map(|raw| serde_json::from_str(&drain::json_line(raw)).unwrap_or(Value::Null))
-        .collect();
-    Ok(Json(json!({ "total": total, "offset": offset, "items": items })).into_response())
+    newest_first(&d, d.keys.errors(), &page, |raw| {
+        serde_json::from_str(&drain::json_line(raw)).unwrap_or(Value::Null)
+    })
+    .await
 }
 
 /// The dead-letter list, newest first, each as `dead list --json` prints it.
 async fn dead_letters(State(d): State<Arc<Dashboard>>, Query(page): Query<PageQuery>) -> Answer {
-    let (total, offset, items) = newest_first(d.redis()?, d.keys.dead(), &page).await?;
-    let items: Vec<Value> = items.iter().map(|raw| dead::record_json(raw)).collect();
-    Ok(Json(json!({ "total": total, "offset": offset, "items": items })).into_response())
+    newest_first(&d, d.keys.dead(), &page, dead::record_json).await
 }
 
 #[derive(Debug, Deserialize)]

@@ -36,6 +36,18 @@ fn wait_text(
     last.unwrap_or_default()
 }
 
+/// Opens the dashboard's page and waits until it shows live data.
+fn open_live(browser: &Browser, dashboard: &Dashboard) {
+    browser.goto(&dashboard.url("/"));
+    wait_text(
+        browser,
+        "#connection",
+        "the page is live",
+        Duration::from_secs(10),
+        |t| t == "live",
+    );
+}
+
 fn number(text: &str) -> f64 {
     text.trim().parse().unwrap_or(-1.0)
 }
@@ -46,14 +58,7 @@ fn the_page_shows_the_cluster_live_and_a_new_generator_within_3_s_of_a_kill() {
     let server = RedisServer::start();
     let dashboard = Dashboard::start(&server, None);
     let browser = Browser::start();
-    browser.goto(&dashboard.url("/"));
-    wait_text(
-        &browser,
-        "#connection",
-        "the page is live",
-        Duration::from_secs(10),
-        |t| t == "live",
-    );
+    open_live(&browser, &dashboard);
     assert!(browser.visible("#generator-none"), "no generator yet");
     assert_eq!(browser.text("#rate-processed").as_deref(), Some("0"));
     // Started without --token: it says so, and its actions are off.
@@ -294,14 +299,7 @@ fn readme_screenshot() {
         .expect("LPUSH");
     std::thread::sleep(Duration::from_secs(25));
     let browser = Browser::start();
-    browser.goto(&dashboard.url("/"));
-    wait_text(
-        &browser,
-        "#connection",
-        "the page is live",
-        Duration::from_secs(10),
-        |t| t == "live",
-    );
+    open_live(&browser, &dashboard);
     wait_until("the chart drawn", Duration::from_secs(10), || {
         browser
             .eval("return Number(document.getElementById('chart').dataset.points)")
